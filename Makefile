@@ -1,0 +1,48 @@
+# The two quick-start commands are `make run` and `make test`; everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+
+.PHONY: help setup lock run train train-diabetes train-ff package serve smoke lint test test-fast pipelines-check iac-check clean
+
+help:
+	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
+	@echo "make test   - set up, lint and run the test suite"
+	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
+	@echo "make lint | lock | clean"
+
+# A virtual environment with exactly the locked dependencies. uv comes from PyPI through pip, then installs the lock.
+$(STAMP): requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or pass PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@rm -f $(VENV)/.installed-*
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	@touch $@
+
+setup: $(STAMP)
+
+# Re-resolve the lock after editing pyproject.toml.
+lock:
+	@test -x $(UV) || $(MAKE) setup
+	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --universal -o requirements.lock -q
+
+run: setup
+	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case diabetes_regression
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf local .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
