@@ -1,0 +1,1 @@
+"""Azure ML scoring entry script (``score.py``) for the ff use cases."""
