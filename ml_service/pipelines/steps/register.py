@@ -1,0 +1,65 @@
+"""Step: register the promoted model with its lineage tags, then move the production alias onto it."""
+
+from __future__ import annotations
+
+import sys
+
+from ml_service.pipelines.steps.common import load_use_case, run_step, step_parser
+from ml_service.pipelines.steps.evaluate import DECISION_FILE
+from ml_service.pipelines.steps.train import TRAIN_FILE
+from ml_service.registry.mlflow_registry import connect, register_version, registered_run_ids
+from ml_service.util.env_variables import load_settings
+from ml_service.util.files import read_json, write_json
+from ml_service.util.lineage import git_commit
+
+REGISTERED_FILE = "registered.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = step_parser(__doc__, inputs=["trained", "decision"]).parse_args(argv)
+
+    def body() -> None:
+        use_case = load_use_case(args.use_case)
+        settings = load_settings()
+        trained = read_json(args.trained / TRAIN_FILE)
+        decision = read_json(args.decision / DECISION_FILE)
+        name = trained["model_name"]
+        if not decision["promote"]:
+            write_json(
+                args.output / REGISTERED_FILE,
+                {"registered": False, "model_name": name, "reason": decision["reason"]},
+            )
+            print(f"register: nothing registered for {name}: {decision['reason']}")
+            return
+        client = connect(settings)
+        use_case.register.check_not_registered(trained["run_id"], registered_run_ids(client, name), name)
+        tags = use_case.register.registration_tags(
+            run_id=trained["run_id"],
+            metrics=trained["metrics"],
+            parameters=trained["parameters"],
+            data_hash=trained["data_hash"],
+            git_commit=git_commit(),
+            build_id=settings.build_id,
+            build_uri=settings.build_uri,
+        )
+        version = register_version(
+            client, name, trained["run_id"], trained["artifact_path"], tags, settings.production_alias
+        )
+        write_json(
+            args.output / REGISTERED_FILE,
+            {
+                "registered": True,
+                "model_name": name,
+                "version": version.version,
+                "alias": settings.production_alias,
+            },
+        )
+        print(
+            f"register: {name} version {version.version} registered and aliased '{settings.production_alias}'"
+        )
+
+    return run_step("register", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
