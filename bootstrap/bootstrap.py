@@ -1,4 +1,4 @@
-"""Turn this template into a new project: copy it, rename the `diabetes_regression` sample, drop what you don't need.
+"""Turn this template into a new project: copy it, rename the `diabetes_regression` sample, drop the rest.
 
     python bootstrap/bootstrap.py --directory ../my-project --name churn
     python bootstrap/bootstrap.py --in-place --name churn [--drop-ff] [--drop-sample-data]
@@ -32,8 +32,8 @@ TOOL_REF = re.compile(r"(?<![A-Za-z0-9_])bootstrap(/|\.py)|test_bootstrap")
 RESERVED = frozenset(
     {"ml_service", "ff", "data", "tests", "docs", "bootstrap", "environment_setup", "local", "bench", SAMPLE}
 )
-# A reference to the ff sample: the word "ff" with no letter or digit either side ("ff/", "train-ff", "test_ff",
-# "--use-case ff", "FF_CONFIG"), never inside a word ("diff", "off", "0xff").
+# A reference to the ff sample: the word "ff" with no letter or digit either side ("ff/", "train-ff",
+# "test_ff", "--use-case ff", "FF_CONFIG"), never inside a word ("diff", "off", "0xff").
 FF_REF = re.compile(r"(?<![A-Za-z0-9])ff(?![A-Za-z0-9])", re.IGNORECASE)
 FF_PATH_PART = re.compile(r"^(test_)?ff([-_.].*)?$", re.IGNORECASE)
 DATA_README = """# data
@@ -130,7 +130,7 @@ def plan_renames(paths: Iterable[str], name: str) -> dict[str, str]:
 
 
 def is_ff_path(path: str) -> bool:
-    """A file of the ff sample: under ff/, tests/test_ff*, .pipelines/ff-*, or any path part named ff/ff-*/ff_*."""
+    """A file of the ff sample: a path part named ff, ff-*, ff_*, ff.* or test_ff* (e.g. ff/, ff-ci.yml)."""
     return any(FF_PATH_PART.match(part) for part in path.split("/"))
 
 
@@ -146,7 +146,7 @@ def drop_lines_generic(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]
 
 
 def drop_makefile(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
-    """Drop rules named after the part or whose whole recipe mentions it; drop single mentioning lines elsewhere."""
+    """Drop rules named after the part or whose whole recipe mentions it; else single mentioning lines."""
     physical = text.splitlines(keepends=True)
     logical: list[str] = []  # backslash-continued lines joined (kept with their newlines)
     for line in physical:
@@ -224,7 +224,7 @@ def drop_makefile(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
 
 
 def drop_yaml(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
-    """Drop the list item (step, job, stage, path ...) enclosing each mention; else the key and its children."""
+    """Drop the list item (step, job, stage, path) enclosing each mention; else the key and its children."""
     lines = text.splitlines(keepends=True)
     gone = [False] * len(lines)
     removed: list[str] = []
@@ -383,7 +383,7 @@ def _offsets(source: bytes) -> list[int]:
 
 
 def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, list[str]]:
-    """Drop imports of the part, list/tuple/set elements and dict entries mentioning it; in tests, whole tests."""
+    """Drop imports of the part, list/tuple/set elements and dict entries naming it; in tests, whole tests."""
     removed: list[str] = []
     for _ in range(50):
         source = text.encode()
@@ -508,7 +508,7 @@ def drop_json(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
 
 
 def drop_references(path: str, text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
-    """Remove what mentions a dropped part from one file, by the file's kind; returns (text, what was removed)."""
+    """Remove what mentions a dropped part from one file, by the file's kind; returns (text, removed)."""
     base = path.rsplit("/", 1)[-1]
     if not ref.search(text):
         return text, []
@@ -659,14 +659,16 @@ def tidy_python(root: Path, paths: list[str], report: Report) -> None:
         report.warnings.append("ruff not found: edited Python files were not re-sorted or re-formatted")
         return
     cmds = [
-        [ruff, "check", "--fix", "--select", "I,F401", "--quiet", *paths],
-        [ruff, "format", "--quiet", *paths],
+        [ruff, "check", "--no-cache", "--fix", "--select", "I,F401", "--quiet", *paths],
+        [ruff, "format", "--no-cache", "--quiet", *paths],
     ]
     for cmd in cmds:
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         if res.returncode not in (0, 1):
             report.warnings.append(f"{' '.join(cmd[1:3])} failed: {res.stderr.strip()[:200]}")
-    res = subprocess.run([ruff, "check", "--quiet", *paths], cwd=root, capture_output=True, text=True)
+    res = subprocess.run(
+        [ruff, "check", "--no-cache", "--quiet", *paths], cwd=root, capture_output=True, text=True
+    )
     for line in res.stdout.splitlines():
         if line.strip() and ":" in line:
             report.warnings.append(f"ruff: {line.strip()}")
@@ -712,7 +714,7 @@ def move_into_place(staging: Path, target: Path) -> None:
 
 
 def replace_in_place(staging: Path, template: Path, old_files: list[str]) -> None:
-    """Swap the template's copied files for the staged ones (everything else -- .git, .venv, local/ -- stays)."""
+    """Swap the template's copied files for the staged ones (.git, .venv, local/ and ignored files stay)."""
     new_files = [
         f.relative_to(staging).as_posix() for f in staging.rglob("*") if f.is_file() or f.is_symlink()
     ]
@@ -760,7 +762,7 @@ def run(args: argparse.Namespace) -> Report:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bootstrap.py",
-        description="Copy this template into a new project and rename the diabetes_regression sample to NAME.",
+        description="Copy this template into a new project; rename the diabetes_regression sample to NAME.",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
