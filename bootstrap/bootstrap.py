@@ -507,9 +507,37 @@ def drop_json(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
     return dumped + ("\n" if text.endswith("\n") else ""), removed
 
 
+def drop_tokens(line: str, ref: re.Pattern[str]) -> str:
+    """Remove option tokens naming the part (` --cov=ff`) and entries of enumerations (`` `a/`, `ff/` ``)."""
+
+    def unless(m: re.Match[str]) -> str:
+        return "" if ref.search(m.group(0)) else m.group(0)
+
+    line = re.sub(r"[ \t]+-{1,2}[\w-]+=[^\s`'\"]*", unless, line)
+    line = re.sub(r"(,[ \t]*|[ \t]+(and|or)[ \t]+)`[^`\n]*`", unless, line)
+    return re.sub(r"`[^`\n]*`(,[ \t]*|[ \t]+(and|or)[ \t]+)", unless, line)
+
+
 def drop_references(path: str, text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
     """Remove what mentions a dropped part from one file, by the file's kind; returns (text, removed)."""
     base = path.rsplit("/", 1)[-1]
+    if not ref.search(text):
+        return text, []
+    inline: list[str] = []
+    if not base.endswith((".py", ".json")):
+        lines = text.splitlines(keepends=True)
+        for k, line in enumerate(lines):
+            if ref.search(line):
+                new = drop_tokens(line, ref)
+                if new != line:
+                    inline.append(f"inline: {line.strip()[:100]}")
+                    lines[k] = new
+        text = "".join(lines)
+    text, removed = _drop_by_kind(path, base, text, ref)
+    return text, inline + removed
+
+
+def _drop_by_kind(path: str, base: str, text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
     if not ref.search(text):
         return text, []
     if base == "Makefile" or base.endswith(".mk"):

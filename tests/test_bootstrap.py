@@ -207,6 +207,15 @@ def test_drop_python_in_tests_and_code() -> None:
     assert 'USE_CASES = {"diabetes_regression": "diabetes_regression/"}' in code
 
 
+def test_drop_references_inline_tokens_and_enumerations() -> None:
+    yml = "- script: >-\n    pytest --cov=ml_service --cov=churn --cov=ff\n    --cov-report=term\n"
+    text, removed = bs.drop_references("x.yml", yml, bs.FF_REF)
+    assert text == "- script: >-\n    pytest --cov=ml_service --cov=churn\n    --cov-report=term\n"
+    md = "Layering: use-case folders (`churn/`, `ff/`) import nothing.\nSecond line.\n"
+    text, _ = bs.drop_references("x.md", md, bs.FF_REF)
+    assert text == "Layering: use-case folders (`churn/`) import nothing.\nSecond line.\n"
+
+
 def test_drop_json() -> None:
     text, removed = bs.drop_json('{\n  "cases": ["a", "ff"],\n  "ff": 1\n}\n', bs.FF_REF)
     assert text == '{\n  "cases": [\n    "a"\n  ]\n}\n' and len(removed) == 2
