@@ -218,6 +218,7 @@ def drop_makefile(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
             words = prereqs.split()
             keep = [w for w in words if w not in dropped_names and not ref.search(w)]
             if keep != words:
+                removed.extend(f"prerequisite {w} of {m.group(1)}" for w in words if w not in keep)
                 line = f"{m.group(1)}:{' ' + ' '.join(keep) if keep else ''}\n"
         final.append(line)
     return "".join(final), removed
