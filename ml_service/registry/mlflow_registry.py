@@ -16,11 +16,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ml_service.registry.errors import RegistryError
 from ml_service.util.env_variables import Settings
-
-
-class RegistryError(RuntimeError):
-    """A registry operation was refused or failed; the message says which model and why."""
 
 
 @dataclass(frozen=True)

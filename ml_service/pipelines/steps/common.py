@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ml_service.registry.mlflow_registry import RegistryError
+from ml_service.registry.errors import RegistryError
 from ml_service.util.data_checks import DataValidationError
 from ml_service.util.env_variables import SettingsError
 

@@ -1,0 +1,63 @@
+"""Shared fixtures: every test gets its own local store, whatever the developer's shell or .env says."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ml_service.util.env_variables import load_settings, settings_variables
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Pin every setting to its default (so a .env cannot leak in) and point the local store at tmp_path."""
+    for name, default, _ in settings_variables():
+        monkeypatch.setenv(name, str(default))
+    local = tmp_path / "local"
+    monkeypatch.setenv("LOCAL_DIR", str(local))
+    return local
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema created once; creating it (migrations) costs seconds each time."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def seed_store(local: Path, template: Path) -> None:
+    """Start a local folder with an empty, already-migrated registry (same as a first run would create)."""
+    local.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, local / "mlflow.db")
+
+
+@pytest.fixture
+def settings(isolated_settings: Path, empty_mlflow_db: Path):
+    seed_store(isolated_settings, empty_mlflow_db)
+    return load_settings()
+
+
+def run_module(
+    module: str, *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None, timeout: float = 600
+):
+    """Run `python -m module args` as a real process, with the repository importable."""
+    merged = {**os.environ, **(env or {})}
+    merged["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO_ROOT)])
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=merged,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
