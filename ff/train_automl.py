@@ -1,0 +1,182 @@
+"""Train one model (one use case, or one partition of it): FLAML AutoML, or a fixed fast estimator.
+
+Why a regression over calendar and weather features rather than FLAML's ``ts_forecast``: scoring
+requests only carry ``timeStamp, precip, temp`` rows, with no recent demand, so the served model must
+predict from those columns alone; lags of the label would tie every prediction to the last training hour.
+The forecasting hold-out is still time-based (the last ``horizon`` hours), so metrics measure real
+out-of-time error. The returned model is a scikit-learn Pipeline whose first step builds the features from
+the raw input columns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ff.config import UseCase
+from ff.features import CalendarWeatherFeatures, NumericColumns, model_input_schema
+
+MODEL_FILE = "model.joblib"
+MODEL_INFO_FILE = "model.json"
+REGRESSION_TEST_SIZE = 0.2
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the fitted pipeline, hold-out metrics and predictions, and how."""
+
+    model: Pipeline
+    metrics: dict[str, float]
+    holdout: pd.DataFrame  # columns: [time column,] actual, predicted
+    estimator: str
+    config: dict = field(default_factory=dict)  # chosen hyperparameters
+    fast_path: bool = False
+    train_seconds: float = 0.0
+    n_train: int = 0
+
+    @property
+    def input_schema(self) -> dict[str, str]:
+        return model_input_schema(self.model)
+
+
+def split_holdout(df: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train/hold-out split: the last ``horizon`` hours for forecasting, a seeded 20 % sample otherwise."""
+    if use_case.task == "forecasting":
+        df = df.sort_values(use_case.time_column, kind="stable")
+        times = pd.to_datetime(df[use_case.time_column])
+        cutoff = times.max() - pd.Timedelta(hours=use_case.horizon)
+        train, holdout = df[times <= cutoff], df[times > cutoff]
+    else:
+        train, holdout = train_test_split(
+            df, test_size=REGRESSION_TEST_SIZE, random_state=use_case.automl.seed
+        )
+    if len(train) < 2 or len(holdout) < 1:
+        raise ValueError(f"{use_case.model_name}: {len(df)} rows are too few to hold out data for evaluation")
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def feature_step(use_case: UseCase, one_hot: bool = False):
+    """The raw-columns-to-features transformer of a use case."""
+    if use_case.task == "forecasting":
+        weather = [c for c in use_case.input_columns if c != use_case.time_column]
+        temperature = "temp" if "temp" in weather else None
+        return CalendarWeatherFeatures(use_case.time_column, tuple(weather), temperature, one_hot)
+    return NumericColumns(tuple(use_case.input_columns))
+
+
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray, with_mape: bool) -> dict[str, float]:
+    """rmse, mae, r2 and (forecasting) mape as a fraction, ignoring zero actuals."""
+    actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
+    error = predicted - actual
+    total = float(((actual - actual.mean()) ** 2).sum())
+    metrics = {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": float(1.0 - (error**2).sum() / total) if total > 0 else 0.0,
+    }
+    if with_mape:
+        nonzero = actual != 0
+        metrics["mape"] = float(np.mean(np.abs(error[nonzero] / actual[nonzero]))) if nonzero.any() else 0.0
+    return metrics
+
+
+def fast_pipeline(use_case: UseCase) -> Pipeline:
+    """A fixed, unfitted scikit-learn pipeline (no search): ~ms to fit a 60-day hourly partition."""
+    seed = use_case.automl.seed
+    if use_case.automl.fast_path.estimator == "ridge":
+        steps = [("features", feature_step(use_case, one_hot=True)), ("scale", StandardScaler())]
+        return Pipeline([*steps, ("model", Ridge(alpha=1.0))])
+    estimator = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
+    return Pipeline([("features", feature_step(use_case)), ("model", estimator)])
+
+
+def _fit_automl(features: pd.DataFrame, y: pd.Series, use_case: UseCase, budget: float):
+    from flaml import AutoML  # imported here: FLAML takes seconds to import and scoring never needs it
+
+    automl = AutoML()
+    settings = use_case.automl
+    automl.fit(
+        X_train=features,
+        y_train=y,
+        task="regression",
+        time_budget=budget,
+        metric=settings.metric,
+        estimator_list=list(settings.estimators),
+        seed=settings.seed,
+        n_jobs=1,
+        verbose=0,
+        split_type="time" if use_case.task == "forecasting" else "uniform",
+        log_file_name="",
+    )
+    if automl.model is None:
+        raise RuntimeError(f"{use_case.model_name}: FLAML found no model within {budget} s")
+    return automl
+
+
+def train_model(
+    df: pd.DataFrame, use_case: UseCase, *, fast: bool | None = None, time_budget_s: float | None = None
+) -> TrainResult:
+    """Fit one model on a prepared frame (one partition) and evaluate it on the hold-out.
+
+    ``fast`` None follows ``use_case.automl.fast_path.enabled``; ``time_budget_s`` overrides the configured
+    FLAML budget (tests, smoke runs). The model is fitted on the training part only, so the metrics describe
+    exactly the model returned.
+    """
+    started = time.perf_counter()
+    fast = use_case.automl.fast_path.enabled if fast is None else fast
+    train, holdout = split_holdout(df, use_case)
+    X_train, y_train = train[list(use_case.input_columns)], train[use_case.label].to_numpy(dtype=float)
+    X_hold, y_hold = holdout[list(use_case.input_columns)], holdout[use_case.label].to_numpy(dtype=float)
+    if fast:
+        model = fast_pipeline(use_case).fit(X_train, y_train)
+        estimator, config = use_case.automl.fast_path.estimator, {}
+    else:
+        features = feature_step(use_case).fit(X_train)
+        budget = time_budget_s if time_budget_s is not None else use_case.automl.time_budget_s
+        automl = _fit_automl(features.transform(X_train), pd.Series(y_train), use_case, budget)
+        model = Pipeline([("features", features), ("model", automl.model.estimator)])
+        estimator, config = str(automl.best_estimator), dict(automl.best_config or {})
+    predicted = model.predict(X_hold)
+    out = {"actual": y_hold, "predicted": np.asarray(predicted, dtype=float)}
+    if use_case.task == "forecasting":
+        out = {use_case.time_column: pd.to_datetime(holdout[use_case.time_column]).to_numpy(), **out}
+    metrics = regression_metrics(y_hold, predicted, with_mape=use_case.task == "forecasting")
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        holdout=pd.DataFrame(out),
+        estimator=estimator,
+        config=config,
+        fast_path=fast,
+        train_seconds=time.perf_counter() - started,
+        n_train=len(train),
+    )
+
+
+def save_model(result: TrainResult, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write ``<folder>/model.joblib`` and ``<folder>/model.json`` (input schema, estimator, metrics)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_FILE
+    joblib.dump(result.model, path)
+    info = {
+        "input_columns": list(result.input_schema),
+        "input_schema": result.input_schema,
+        "estimator": result.estimator,
+        "fast_path": result.fast_path,
+        "metrics": result.metrics,
+        **(extra or {}),
+    }
+    (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    return path
