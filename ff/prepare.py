@@ -99,6 +99,13 @@ def check_frame(df: pd.DataFrame, schema: Schema) -> list[str]:
     if len(df) == 0:
         return ["no rows"]
     problems = []
+    core = np.ones(len(df), dtype=bool)
+    if "datetime" in schema.kinds.values() and not schema.partition_columns:
+        # Leading/trailing hours without a label (not measured yet) are dropped later, not a problem.
+        known = df[schema.label].notna().to_numpy()
+        if known.any():
+            core[:] = False
+            core[int(np.argmax(known)) : len(known) - int(np.argmax(known[::-1]))] = True
     if len(df) < schema.min_rows and not schema.partition_columns:
         problems.append(f"only {len(df)} rows, need at least {schema.min_rows}")
     for column, kind in schema.kinds.items():
@@ -117,7 +124,7 @@ def check_frame(df: pd.DataFrame, schema: Schema) -> list[str]:
                 f"column {column!r}: {int(bad.sum())} values are not {what} (e.g. {_examples(raw[bad])})"
             )
             continue
-        n_missing = int((~present).sum())
+        n_missing = int((~present.to_numpy() & core).sum())
         if column == schema.label and n_missing == len(df):
             problems.append(f"column {column!r}: every value is missing")
         elif kind != "number" and n_missing:
