@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: help setup lock run train train-diabetes train-ff package serve smoke lint test test-fast pipelines-check iac-check clean
+.PHONY: help setup lock run train train-diabetes train-ff package serve smoke lint test pipelines-check iac-check clean distclean
 
 help:
 	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
@@ -30,8 +30,26 @@ lock:
 	@test -x $(UV) || $(MAKE) setup
 	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --universal -o requirements.lock -q
 
-run: setup
+# The whole local flow: train every use case, package the production models, serve them on 127.0.0.1,
+# smoke-test the service and stop it.
+run: train package smoke
+
+train: train-diabetes train-ff
+
+train-diabetes: setup
 	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case diabetes_regression
+
+train-ff: setup
+	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case ff
+
+package: setup
+	$(PY) -m ml_service.scoring.package --output local/package
+
+smoke: setup
+	$(PY) -m ml_service.util.serve_and_smoke_test --package local/package
+
+serve: package
+	$(PY) -m ml_service.scoring.serve --package local/package
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -39,6 +57,13 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q
+
+# Parts of `make test`, runnable alone.
+pipelines-check: setup
+	$(PY) -m pytest -q tests/test_pipelines_yaml.py
+
+iac-check: setup
+	$(VENV)/bin/checkov -d environment_setup --skip-download --quiet --compact
 
 clean:
 	rm -rf local .pytest_cache .ruff_cache

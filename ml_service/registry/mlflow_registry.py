@@ -19,6 +19,8 @@ from mlflow.tracking import MlflowClient
 from ml_service.registry.errors import RegistryError
 from ml_service.util.env_variables import Settings
 
+STATE_TAG = "registration"
+
 
 @dataclass(frozen=True)
 class ProductionModel:
@@ -83,9 +85,10 @@ def production_models(client: MlflowClient, alias: str) -> list[ProductionModel]
 
 def registered_run_ids(client: MlflowClient, name: str) -> list[str]:
     try:
-        return [v.run_id for v in client.search_model_versions(f"name='{name}'")]
+        versions = client.search_model_versions(f"name='{name}'")
     except MlflowException:
         return []
+    return [v.run_id for v in versions if v.tags.get(STATE_TAG) != "pending"]
 
 
 def register_version(
@@ -100,8 +103,11 @@ def register_version(
     """Register the run's artifact folder as a new version, tag it, then (last) move `alias` onto it.
 
     If anything fails before the alias moves, the new version is deleted again: no half-registered version
-    stays behind, and the alias still points at the previous one.
+    stays behind, and the alias still points at the previous one. A version is created marked pending and
+    marked complete just before the alias moves, so one left pending by a killed process is removed by the
+    next registration of that model.
     """
+    remove_interrupted_versions(client, name)
     if run_id in registered_run_ids(client, name):
         raise RegistryError(f"run {run_id} is already registered as a version of {name!r}")
     try:
@@ -112,15 +118,32 @@ def register_version(
         except MlflowException:
             client.get_registered_model(name)  # created concurrently; anything else propagates
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    version = client.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
+    version = client.create_model_version(
+        name, source=source, run_id=run_id, tags={**tags, STATE_TAG: "pending"}
+    )
     try:
         _wait_until_ready(client, name, version.version, timeout_s)
+        client.set_model_version_tag(name, version.version, STATE_TAG, "complete")
         if alias:
             client.set_registered_model_alias(name, alias, version.version)
     except BaseException:
         _delete_quietly(client, name, version.version)
         raise
     return client.get_model_version(name, version.version)
+
+
+def remove_interrupted_versions(client: MlflowClient, name: str) -> list[str]:
+    """Delete versions a killed registration left pending (never one that carries an alias)."""
+    removed = []
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return removed
+    for version in versions:
+        if version.tags.get(STATE_TAG) == "pending" and not version.aliases:
+            client.delete_model_version(name, version.version)
+            removed.append(str(version.version))
+    return removed
 
 
 def _wait_until_ready(client: MlflowClient, name: str, version: str, timeout_s: float) -> None:

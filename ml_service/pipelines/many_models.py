@@ -1,0 +1,247 @@
+"""Many models: plan one training task per model, train them in parallel, skip what is already trained.
+
+Why this shape: a model's task is a prepared CSV plus the hashes of its data and configuration, and its
+result is a folder written all-or-nothing. So the same `train_one` runs in a local process pool, on a Dask
+cluster or inside an Azure ML parallel job, and a rerun after any interruption trains only what is missing
+or changed. Small models are grouped into batches so the per-task overhead stays low.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_service.util.files import file_sha256, read_json, write_json
+
+PLAN_FILE = "prepared.json"
+RESULT_FILE = "result.json"
+PLOT_FILE = "holdout.png"
+MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    model_id: str  # "<model_name>" or "<model_name>/<partition key>"
+    model_name: str
+    key: str
+    data_file: str  # relative to the prepared folder
+    data_hash: str
+    config_hash: str
+    fast: bool
+    plot: bool
+
+
+@dataclass
+class ModelResult:
+    model_id: str
+    model_name: str
+    key: str
+    status: str  # "trained", "skipped" (already trained with the same data and config) or "failed"
+    data_hash: str
+    config_hash: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    estimator: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+
+class TooManyFailures(RuntimeError):
+    """More models failed than the error threshold allows."""
+
+
+def model_folder(trained_dir: Path, model_id: str) -> Path:
+    return trained_dir / MODELS_DIR / model_id
+
+
+@functools.lru_cache(maxsize=8)
+def _load_config(config_path: str):
+    from ff.config import load_pipeline_config  # use-case code, imported where it is used
+
+    return load_pipeline_config(config_path)
+
+
+def read_plan(prepared_dir: Path) -> list[ModelTask]:
+    return [ModelTask(**task) for task in read_json(prepared_dir / PLAN_FILE)["tasks"]]
+
+
+def write_plan(prepared_dir: Path, tasks: Sequence[ModelTask]) -> None:
+    write_json(prepared_dir / PLAN_FILE, {"tasks": [asdict(t) for t in tasks]})
+
+
+def plan_use_case(
+    use_case: Any, files: dict[str, Path], prepared_dir: Path, config_hash: str, fast: bool, plots: int
+) -> list[ModelTask]:
+    """One task per prepared file; the first `plots` partitions (all, when unpartitioned) get a plot."""
+    from ff.prepare import model_id
+
+    tasks = []
+    for index, (key, path) in enumerate(sorted(files.items())):
+        tasks.append(
+            ModelTask(
+                model_id=model_id(use_case.model_name, key),
+                model_name=use_case.model_name,
+                key=key,
+                data_file=path.relative_to(prepared_dir).as_posix(),
+                data_hash=file_sha256(path),
+                config_hash=config_hash,
+                fast=fast,
+                plot=not key or index < plots,
+            )
+        )
+    return tasks
+
+
+def _finished(folder: Path, task: ModelTask) -> dict[str, Any] | None:
+    """The saved result if this exact task (same data, same config) already finished."""
+    try:
+        saved = read_json(folder / RESULT_FILE)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    same = saved.get("data_hash") == task.data_hash and saved.get("config_hash") == task.config_hash
+    return saved if same and saved.get("status") == "trained" else None
+
+
+def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_path: Path) -> ModelResult:
+    """Train one model into its folder, atomically: a temporary folder renamed into place when complete."""
+    from ff.plots import plot_holdout
+    from ff.prepare import read_prepared
+    from ff.train_automl import save_model, train_model
+
+    folder = model_folder(trained_dir, task.model_id)
+    saved = _finished(folder, task)
+    if saved is not None:
+        return ModelResult(**{**saved, "status": "skipped"})
+    use_case = _load_config(str(config_path)).get(task.model_name)
+    started = time.perf_counter()
+    frame = read_prepared(prepared_dir / task.data_file, use_case)
+    result = train_model(frame, use_case, fast=task.fast)
+    sample = frame[list(use_case.input_columns)].head(2)
+    if use_case.time_column:
+        sample[use_case.time_column] = sample[use_case.time_column].dt.strftime("%Y-%m-%d %H:%M:%S")
+    outcome = ModelResult(
+        task.model_id,
+        task.model_name,
+        task.key,
+        "trained",
+        task.data_hash,
+        task.config_hash,
+        {k: float(v) for k, v in result.metrics.items()},
+        result.estimator,
+        0.0,
+    )
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(
+        result,
+        staging,
+        {
+            "model_name": task.model_name,
+            "model_id": task.model_id,
+            "partition_key": task.key,
+            "task": use_case.task,
+            "sample_input": sample.to_numpy().tolist(),
+            "data_hash": task.data_hash,
+            "config_hash": task.config_hash,
+        },
+    )
+    if task.plot:
+        plot_holdout(result.holdout, use_case, staging / PLOT_FILE, title=f"{task.model_id}: hold-out")
+    outcome.seconds = time.perf_counter() - started
+    write_json(staging / RESULT_FILE, asdict(outcome))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    return outcome
+
+
+def train_batch(
+    tasks: Sequence[ModelTask], prepared_dir: Path, trained_dir: Path, config_path: Path
+) -> list[ModelResult]:
+    """Train several models in one worker call; one model's failure is recorded, never raised."""
+    results = []
+    for task in tasks:
+        try:
+            results.append(train_one(task, prepared_dir, trained_dir, config_path))
+        except Exception as exc:  # noqa: BLE001 - isolate each model; the error is reported with its name
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            results.append(
+                ModelResult(
+                    task.model_id,
+                    task.model_name,
+                    task.key,
+                    "failed",
+                    task.data_hash,
+                    task.config_hash,
+                    error=f"{type(exc).__name__}: {message}",
+                )
+            )
+            if os.environ.get("MLOPS_DEBUG"):
+                traceback.print_exc()
+    return results
+
+
+def batch_size_for(n_tasks: int, workers: int, largest: int = 100) -> int:
+    """About eight batches per worker (for balance and a live progress bar), at most `largest` models each."""
+    return max(1, min(largest, math.ceil(n_tasks / max(1, workers * 8))))
+
+
+def batches(tasks: Sequence[ModelTask], size: int) -> list[list[ModelTask]]:
+    return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+
+
+def run_tasks(
+    tasks: Sequence[ModelTask],
+    prepared_dir: Path,
+    trained_dir: Path,
+    config_path: Path,
+    workers: int,
+    dask_scheduler_address: str = "",
+    on_progress: Callable[[int], None] | None = None,
+) -> list[ModelResult]:
+    """Train every task: in this process (one worker), a process pool, or a Dask cluster given its address."""
+    chunks = batches(tasks, batch_size_for(len(tasks), workers))
+    args = (prepared_dir.resolve(), trained_dir.resolve(), config_path.resolve())
+    results: list[ModelResult] = []
+
+    def collect(done: Iterable[list[ModelResult]]) -> None:
+        for batch in done:
+            results.extend(batch)
+            if on_progress:
+                on_progress(len(batch))
+
+    if dask_scheduler_address:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_completed
+
+        with Client(dask_scheduler_address) as client:
+            futures = [client.submit(train_batch, chunk, *args, pure=False) for chunk in chunks]
+            collect(future.result() for future in dask_completed(futures))
+    elif workers <= 1 or len(chunks) <= 1:
+        collect(train_batch(chunk, *args) for chunk in chunks)
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            futures = [pool.submit(train_batch, chunk, *args) for chunk in chunks]
+            collect(future.result() for future in as_completed(futures))
+    order = {task.model_id: i for i, task in enumerate(tasks)}
+    return sorted(results, key=lambda r: order[r.model_id])
+
+
+def check_error_threshold(results: Sequence[ModelResult], threshold: int) -> None:
+    """Like Azure ML parallel jobs: -1 tolerates any number of failures, N tolerates up to N."""
+    failed = [r for r in results if r.status == "failed"]
+    if threshold >= 0 and len(failed) > threshold:
+        shown = "; ".join(f"{r.model_id}: {r.error}" for r in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise TooManyFailures(
+            f"{len(failed)} of {len(results)} models failed, error threshold {threshold}: {shown}{more}"
+        )
