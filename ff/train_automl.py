@@ -146,7 +146,8 @@ def train_model(
         budget = time_budget_s if time_budget_s is not None else use_case.automl.time_budget_s
         automl = _fit_automl(features.transform(X_train), pd.Series(y_train), use_case, budget)
         model = Pipeline([("features", features), ("model", automl.model.estimator)])
-        estimator, config = str(automl.best_estimator), dict(automl.best_config or {})
+        estimator = str(automl.best_estimator)
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in (automl.best_config or {}).items()}
     predicted = model.predict(X_hold)
     out = {"actual": y_hold, "predicted": np.asarray(predicted, dtype=float)}
     if use_case.task == "forecasting":

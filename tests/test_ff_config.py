@@ -31,7 +31,11 @@ def test_shipped_config_has_the_three_use_cases():
     assert diabetes.data.path == "data/diabetes.csv" and diabetes.label == "Y"
     assert diabetes.input_columns == ("AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6")
     regions = config.get("nyc_energy_regions_model")
-    assert regions.partition_columns == ("region",) and regions.input_columns == ("timeStamp", "precip", "temp")
+    assert regions.partition_columns == ("region",) and regions.input_columns == (
+        "timeStamp",
+        "precip",
+        "temp",
+    )
     assert regions.automl.fast_path.enabled and use_fast_path(regions, regions.data.generator.partitions)
 
 
@@ -48,7 +52,10 @@ def _error(raw, tmp_path) -> str:
 def test_bad_choice_names_use_case_and_key(raw, tmp_path):
     raw["use_cases"][1]["task"] = "clasification"
     message = _error(raw, tmp_path)
-    assert 'use_cases[1] (diabetes_model): "task" must be one of forecasting, regression, got "clasification"' in message
+    assert (
+        'use_cases[1] (diabetes_model): "task" must be one of forecasting, regression, got "clasification"'
+        in message
+    )
 
 
 def test_unknown_key(raw, tmp_path):
@@ -71,11 +78,20 @@ def test_wrong_type(raw, tmp_path):
 def test_bad_values(raw, tmp_path):
     cases = [
         (lambda r: r["use_cases"][0]["automl"].update(time_budget_s=0), '"time_budget_s" must be > 0'),
-        (lambda r: r["use_cases"][0]["automl"].update(estimators=["lgbm", "svm"]), '"estimators" must only hold'),
+        (
+            lambda r: r["use_cases"][0]["automl"].update(estimators=["lgbm", "svm"]),
+            '"estimators" must only hold',
+        ),
         (lambda r: r["use_cases"][0].update(label="load"), '"label" must be one of "columns"'),
-        (lambda r: r["use_cases"][0]["evaluation"].update(direction="maximize"), 'for mape must be "minimize"'),
+        (
+            lambda r: r["use_cases"][0]["evaluation"].update(direction="maximize"),
+            'for mape must be "minimize"',
+        ),
         (lambda r: r["use_cases"][1].update(horizon=24), '"horizon" only applies to forecasting'),
-        (lambda r: r["use_cases"][2].update(partition_columns=["zone"]), 'names "zone" that is not in "columns"'),
+        (
+            lambda r: r["use_cases"][2].update(partition_columns=["zone"]),
+            'names "zone" that is not in "columns"',
+        ),
         (lambda r: r["use_cases"][2]["data"].update(partitions=-1), '"partitions" must be >= 0'),
         (lambda r: r["use_cases"][0]["automl"]["fast_path"].update(estimator="svm"), "automl.fast_path"),
         (lambda r: r["use_cases"][1]["checks"]["ranges"].update(AGE=[90, 10]), "min 90 > max 10"),

@@ -1,0 +1,102 @@
+"""Training: fast path and FLAML on small data, predictions from raw columns, metrics, plots."""
+
+import math
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_diabetes
+
+from ff.config import load_pipeline_config
+from ff.data_generator import generate_energy
+from ff.plots import plot_holdout
+from ff.prepare import prepare_frame
+from ff.train_automl import regression_metrics, save_model, split_holdout, train_model
+
+CONFIG = load_pipeline_config()
+ENERGY = CONFIG.get("nyc_energy_model")
+REGIONS = CONFIG.get("nyc_energy_regions_model")
+DIABETES = CONFIG.get("diabetes_model")
+
+
+@pytest.fixture(scope="module")
+def region_part():
+    return prepare_frame(generate_energy(2, days=60, seed=7, start="2017-06-01"), REGIONS)["region=r0001"]
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    data = load_diabetes(as_frame=True, scaled=False).frame
+    return data.rename(columns={c: c.upper() for c in data.columns}).rename(columns={"TARGET": "Y"})
+
+
+def test_forecast_holdout_is_the_last_horizon_hours(region_part):
+    train, holdout = split_holdout(region_part, REGIONS)
+    assert len(holdout) == 48 and len(train) == len(region_part) - 48
+    assert train.timeStamp.max() < holdout.timeStamp.min()
+
+
+def test_fast_path_fits_quickly_and_predicts_from_raw_columns(region_part):
+    result = train_model(region_part, REGIONS)
+    assert result.fast_path and result.estimator == "ridge"
+    assert set(result.metrics) == {"rmse", "mae", "mape", "r2"}
+    assert result.metrics["mape"] < 0.06 and result.metrics["r2"] > 0.9
+    assert list(result.holdout.columns) == ["timeStamp", "actual", "predicted"] and len(result.holdout) == 48
+    assert result.input_schema == {"timeStamp": "datetime", "precip": "number", "temp": "number"}
+    raw = pd.DataFrame(
+        {
+            "timeStamp": ["2017-08-12 07:00:00", "2017-08-12 15:00:00"],
+            "precip": [0.0, 0.0],
+            "temp": [70.0, 95.0],
+        }
+    )
+    raw["timeStamp"] = pd.to_datetime(raw.timeStamp)
+    predicted = pickle.loads(pickle.dumps(result.model)).predict(raw)
+    assert predicted.shape == (2,) and predicted[1] > predicted[0] > 0
+    assert result.train_seconds < 1.0
+
+
+def test_fast_path_beats_a_seasonal_naive_baseline(region_part):
+    result = train_model(region_part, REGIONS)
+    train, holdout = split_holdout(region_part, REGIONS)
+    naive = train.demand.to_numpy()[-168:][: len(holdout)]  # same hours one week earlier
+    baseline = regression_metrics(holdout.demand.to_numpy(), naive, with_mape=True)
+    assert result.metrics["rmse"] < baseline["rmse"]
+
+
+def test_automl_forecasting(region_part):
+    result = train_model(region_part, REGIONS, fast=False, time_budget_s=1.5)
+    assert not result.fast_path and result.estimator in REGIONS.automl.estimators
+    assert result.metrics["mape"] < 0.1
+    frame = region_part[["timeStamp", "precip", "temp"]].tail(48)
+    np.testing.assert_allclose(result.model.predict(frame), result.holdout.predicted.to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_automl_regression_diabetes(diabetes, tmp_path):
+    result = train_model(diabetes, DIABETES, time_budget_s=1.5)
+    assert set(result.metrics) == {"rmse", "mae", "r2"}
+    assert len(result.holdout) == math.ceil(0.2 * len(diabetes)) and list(result.holdout.columns) == [
+        "actual",
+        "predicted",
+    ]
+    assert result.metrics["r2"] > 0.2 and result.metrics["rmse"] < 70
+    assert list(result.input_schema) == list(DIABETES.input_columns)
+    again = train_model(diabetes, DIABETES, fast=True)  # same seeded split, fixed ridge
+    np.testing.assert_allclose(again.holdout.actual, result.holdout.actual)
+    path = save_model(result, tmp_path / "diabetes_model", {"config_hash": "abc"})
+    assert path.name == "model.joblib" and (tmp_path / "diabetes_model" / "model.json").is_file()
+    png = plot_holdout(result.holdout, DIABETES, tmp_path / "diabetes.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_forecast_plot(region_part, tmp_path):
+    result = train_model(region_part, REGIONS)
+    png = plot_holdout(result.holdout, REGIONS, tmp_path / "plots" / "energy.png")
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_too_little_data_is_refused(region_part):
+    with pytest.raises(ValueError, match="too few"):
+        train_model(region_part.head(40), REGIONS)
