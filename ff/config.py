@@ -104,9 +104,26 @@ class UseCase:
 
 
 @dataclass(frozen=True)
+class ParallelSettings:
+    """How many-model training fans out: used by the local runner and by the Azure ML parallel job alike.
+
+    ``error_threshold`` is the number of failed models tolerated before the step fails (-1: any number), as in
+    Azure ML parallel jobs; the rest size the cloud job.
+    """
+
+    error_threshold: int = 5
+    mini_batch_size: int = 10
+    instance_count: int = 2
+    max_concurrency_per_instance: int = 2
+    retries: int = 2
+    timeout_s: int = 600
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     use_cases: tuple[UseCase, ...]
     path: str = ""
+    parallel: ParallelSettings = ParallelSettings()
 
     def get(self, model_name: str) -> UseCase:
         for use_case in self.use_cases:
@@ -346,6 +363,7 @@ def parse_pipeline_config(obj: Any, source: str = "pipeline_config.json") -> Pip
     """Validate an already-parsed JSON document; ``source`` prefixes every error message."""
     r = _Reader(obj, source)
     items = r.get("use_cases", list)
+    parallel = _parse_parallel(r.get("parallel", dict, {}), f"{source}: parallel")
     r.done()
     if not items:
         raise r.fail("use_cases", "must hold at least one use case")
@@ -355,7 +373,21 @@ def parse_pipeline_config(obj: Any, source: str = "pipeline_config.json") -> Pip
         if use_case.model_name in seen:
             raise ConfigError(f'{source}: use_cases[{i}] ({use_case.model_name}): "model_name" is used twice')
         seen.add(use_case.model_name)
-    return PipelineConfig(use_cases=use_cases, path=source)
+    return PipelineConfig(use_cases=use_cases, path=source, parallel=parallel)
+
+
+def _parse_parallel(obj: Any, where: str) -> ParallelSettings:
+    r = _Reader(obj, where)
+    defaults = ParallelSettings()
+    minimums = {"error_threshold": -1, "retries": 0}
+    values = {}
+    for setting in dataclasses.fields(ParallelSettings):
+        value = r.get(setting.name, int, getattr(defaults, setting.name))
+        if value < minimums.get(setting.name, 1):
+            raise r.fail(setting.name, f"must be at least {minimums.get(setting.name, 1)}, got {value}")
+        values[setting.name] = value
+    r.done()
+    return ParallelSettings(**values)
 
 
 def load_pipeline_config(path: str | Path = DEFAULT_CONFIG_PATH) -> PipelineConfig:

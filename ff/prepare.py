@@ -212,15 +212,15 @@ def regularise_hourly(df: pd.DataFrame, time_column: str, label: str) -> pd.Data
 
 
 def partition_key(columns: tuple[str, ...] | list[str], values: tuple | list) -> str:
-    """Filesystem- and URL-safe key ``col=value[/col=value...]``; unsafe characters are %-escaped."""
-    return "/".join(
+    """Filesystem- and URL-safe key ``col=value[,col=value...]`` (as model sets name partitions); %-escaped."""
+    return ",".join(
         f"{quote(str(c), safe='')}={quote(str(v), safe='')}" for c, v in zip(columns, values, strict=True)
     )
 
 
 def parse_partition_key(key: str) -> dict[str, str]:
     """Inverse of ``partition_key``: ``{"region": "r0001"}``."""
-    pairs = (part.split("=", 1) for part in key.split("/") if part)
+    pairs = (part.split("=", 1) for part in key.split(",") if part)
     return {unquote(column): unquote(value) for column, value in pairs}
 
 

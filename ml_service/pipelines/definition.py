@@ -108,3 +108,42 @@ def single_model_training(use_case: str, raw_data: str) -> PipelineSpec:
         {"raw_data": raw_data},
         (prepare, train, evaluate, register),
     )
+
+
+def many_models_training(group: str, config: str) -> PipelineSpec:
+    """prepare → train (parallel, a model per partition) → evaluate → register, for each use case in `config`.
+
+    `config` is a pipeline input (a file), so the cloud job receives it like any other data.
+    """
+    cfg = {"config": Binding(PIPELINE_INPUT, "config")}
+    prepare = StepSpec(
+        "prepare",
+        "ml_service.pipelines.steps.ff_prepare",
+        "materialise, check and partition the raw data",
+        inputs=cfg,
+    )
+    train = StepSpec(
+        "train",
+        "ml_service.pipelines.steps.ff_train",
+        "train every model in parallel (resumable)",
+        inputs={**cfg, "prepared": Binding("prepare", "output")},
+        kind="parallel",
+    )
+    evaluate = StepSpec(
+        "evaluate",
+        "ml_service.pipelines.steps.ff_evaluate",
+        "compare each model with its production version",
+        inputs={**cfg, "trained": Binding("train", "output")},
+    )
+    register = StepSpec(
+        "register",
+        "ml_service.pipelines.steps.ff_register",
+        "register promoted models and model sets; report",
+        inputs={**cfg, "trained": Binding("train", "output"), "decisions": Binding("evaluate", "output")},
+    )
+    return PipelineSpec(
+        f"{group}-training",
+        f"Train, evaluate and register every {group} model",
+        {"config": config},
+        (prepare, train, evaluate, register),
+    )

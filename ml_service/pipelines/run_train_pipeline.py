@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ml_service.pipelines.catalog import training_pipeline
+from ml_service.pipelines.catalog import is_many_models, training_pipeline
 from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec
 from ml_service.util.env_variables import SettingsError, load_settings
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-dir", type=Path, help="folder for step outputs (default: local/runs/<use case>/<time>)"
     )
-    parser.add_argument("--raw-data", help="override the pipeline's raw data file")
+    parser.add_argument("--raw-data", help="override the pipeline's raw data file (single-model use cases)")
     parser.add_argument(
         "--in-process", action="store_true", help="run the steps in this process instead of one process each"
     )
@@ -91,8 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    run_dir = args.run_dir or settings.local_path / "runs" / args.use_case / stamp
+    if args.run_dir:
+        run_dir = args.run_dir
+    elif is_many_models(args.use_case):
+        # one stable folder, so a rerun after an interruption resumes instead of starting over
+        run_dir = settings.local_path / "runs" / args.use_case / "current"
+    else:
+        run_dir = (
+            settings.local_path / "runs" / args.use_case / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        )
     try:
         overrides = {"raw_data": args.raw_data} if args.raw_data else None
         run_pipeline(spec, run_dir, overrides, settings.project_root, args.in_process)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ml_service.pipelines.many_models import TooManyFailures
 from ml_service.registry.errors import RegistryError
 from ml_service.util.data_checks import DataValidationError
 from ml_service.util.env_variables import SettingsError
@@ -21,6 +22,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     RegistryError,
     SettingsError,
     FileNotFoundError,
+    TooManyFailures,
     ValueError,
 )
 

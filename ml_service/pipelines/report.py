@@ -1,0 +1,135 @@
+"""One HTML page per many-models run: what trained, how well, what was slow, what failed, what was promoted.
+
+Self-contained (pictures inlined) so it can be opened from disk or attached to a CI run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ml_service.pipelines.many_models import PLOT_FILE, model_folder
+from ml_service.util.files import write_atomic
+
+PLOTS_SHOWN = 4
+SLOWEST_SHOWN = 10
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _histogram(values: list[float], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3), dpi=90)
+    try:
+        axis.hist(values, bins=min(40, max(5, len(values) // 5)), color="tab:blue")
+        axis.set_title(title)
+        axis.set_ylabel("models")
+        return _png(figure)
+    finally:
+        plt.close(figure)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def use_case_section(
+    name: str, results: list[dict], decision: dict, registered: dict, trained_dir: Path
+) -> str:
+    metric = decision["metric"]
+    counts = Counter(r["status"] for r in results)
+    promoted = sum(d["promote"] for d in decision["models"].values())
+    parts = [f"<h2>{html.escape(name)}</h2>"]
+    outcome = (
+        f"registered version {registered['version']}"
+        if registered.get("registered")
+        else "nothing registered"
+    )
+    parts.append(
+        _table(
+            ["models", "trained", "unchanged", "failed", "promoted", "kept", "registry"],
+            [
+                [
+                    len(results),
+                    counts["trained"],
+                    counts["skipped"],
+                    counts["failed"],
+                    promoted,
+                    len(results) - promoted,
+                    outcome,
+                ]
+            ],
+        )
+    )
+    values = [r["metrics"][metric] for r in results if metric in r.get("metrics", {})]
+    if len(values) > 1:
+        chart = _histogram(values, f"{metric} ({decision['direction']}) over {len(values)} models")
+        parts.append(f'<img alt="{metric} distribution" src="data:image/png;base64,{chart}">')
+    elif values:
+        parts.append(f"<p>{html.escape(metric)} = {values[0]:.6g}</p>")
+    slowest = sorted((r for r in results if r["status"] == "trained"), key=lambda r: -r["seconds"])
+    if slowest:
+        rows = [[r["model_id"], f"{r['seconds']:.3f}", r["estimator"]] for r in slowest[:SLOWEST_SHOWN]]
+        parts.append("<h3>Slowest models</h3>" + _table(["model", "seconds", "estimator"], rows))
+    failures = [[r["model_id"], r["error"]] for r in results if r["status"] == "failed"]
+    if failures:
+        parts.append("<h3>Failures</h3>" + _table(["model", "error"], failures))
+    rows = [
+        [m, "promoted" if d["promote"] else "kept production", d["reason"]]
+        for m, d in decision["models"].items()
+    ]
+    parts.append("<h3>Promotion decisions</h3>" + _table(["model", "decision", "why"], rows[:50]))
+    if len(rows) > 50:
+        parts.append(f"<p>... and {len(rows) - 50} more (see decisions.json)</p>")
+    shown = 0
+    for r in results:
+        plot = model_folder(trained_dir, r["model_id"]) / PLOT_FILE
+        if r["status"] != "failed" and plot.exists() and shown < PLOTS_SHOWN:
+            data = base64.b64encode(plot.read_bytes()).decode()
+            title = html.escape(r["model_id"])
+            parts.append(f'<h4>{title}</h4><img alt="hold-out" src="data:image/png;base64,{data}">')
+            shown += 1
+    return "\n".join(parts)
+
+
+def write_report(
+    path: Path,
+    results: list[dict],
+    decisions: dict[str, dict],
+    registered: dict[str, dict],
+    trained_dir: Path,
+) -> Path:
+    sections = [
+        use_case_section(
+            name,
+            [r for r in results if r["model_name"] == name],
+            decisions[name],
+            registered.get(name, {}),
+            trained_dir,
+        )
+        for name in sorted(decisions)
+    ]
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}img{max-width:100%}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Many-models run report</title>"
+        f"<style>{style}</style></head><body><h1>Many-models run report</h1>{''.join(sections)}</body></html>"
+    )
+    write_atomic(path, page.encode())
+    return path

@@ -1,0 +1,200 @@
+"""Step (many models): register what was promoted, then write the run report.
+
+A single model becomes a new version of its registered name. A partitioned use case becomes ONE new version
+of a model set: the promoted partition models plus the production ones that were kept, with a manifest of
+per-partition versions, metrics and hashes. One registration instead of thousands keeps it to seconds, and
+the production alias moves once, last, so the served set is always complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ml_service.pipelines.many_models import model_folder
+from ml_service.pipelines.report import write_report
+from ml_service.pipelines.steps.common import run_step
+from ml_service.pipelines.steps.ff_evaluate import DECISIONS_FILE
+from ml_service.pipelines.steps.ff_prepare import parser
+from ml_service.pipelines.steps.ff_train import SUMMARY_FILE
+from ml_service.registry.model_set import partition_folder, read_manifest, write_model_set
+from ml_service.util.env_variables import Settings, load_settings
+from ml_service.util.files import read_json, write_json
+from ml_service.util.lineage import git_commit
+
+REGISTERED_FILE = "registered.json"
+REPORT_FILE = "report.html"
+SET_ARTIFACT = "model_set"
+MODEL_ARTIFACT = "model"
+
+
+def next_set_models(
+    results: dict[str, dict[str, Any]],
+    decisions: dict[str, dict[str, Any]],
+    production: dict[str, Any] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The next set's entries and each one's origin: promoted partitions at their next version ("trained"),
+    every other production entry unchanged ("production")."""
+    previous = production["models"] if production else {}
+    fields = ("version", "metrics", "data_hash", "config_hash")
+    models = {key: {f: entry[f] for f in fields if f in entry} for key, entry in previous.items()}
+    origin = dict.fromkeys(previous, "production")
+    for model_id, decision in decisions.items():
+        if not decision["promote"]:
+            continue
+        key, result = decision["key"], results[model_id]
+        models[key] = {
+            "version": str(int(previous.get(key, {}).get("version") or 0) + 1),
+            "metrics": result["metrics"],
+            "data_hash": result["data_hash"],
+            "config_hash": result["config_hash"],
+        }
+        origin[key] = "trained"
+    return dict(sorted(models.items())), origin
+
+
+def build_set_folder(
+    name: str,
+    partition_columns: list[str],
+    models: dict[str, dict[str, Any]],
+    origin: dict[str, str],
+    folder: Path,
+    trained_dir: Path,
+    production_folder: Path | None,
+) -> dict[str, Any]:
+    """Lay out the set (each model's files from this run or from the production set) and its manifest."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for key in models:
+        if origin[key] == "trained":
+            source = model_folder(trained_dir, f"{name}/{key}")
+        else:
+            assert production_folder is not None
+            source = partition_folder(production_folder, key)
+        ignore = shutil.ignore_patterns("result.json", "*.png")
+        shutil.copytree(source, partition_folder(folder, key), ignore=ignore)
+    first = read_json(partition_folder(folder, next(iter(models))) / "model.json")
+    write_model_set(
+        folder,
+        model_name=name,
+        input_columns=first["input_columns"],
+        partition_columns=partition_columns,
+        models=models,
+        input_schema=first.get("input_schema"),
+        sample_input=first.get("sample_input"),
+    )
+    return read_manifest(folder)
+
+
+def register_single(
+    client: Any, settings: Settings, name: str, run_id: str, result: dict, folder: Path
+) -> str:
+    from ml_service.registry.mlflow_registry import register_version
+
+    client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)
+    tags = {
+        "run_id": run_id,
+        "data_hash": result["data_hash"],
+        "config_hash": result["config_hash"],
+        "estimator": result["estimator"],
+        "git_commit": git_commit(),
+        "build_id": settings.build_id,
+        "build_uri": settings.build_uri,
+        **{f"metric.{k}": repr(float(v)) for k, v in result["metrics"].items()},
+    }
+    tags = {k: v for k, v in tags.items() if v}
+    version = register_version(client, name, run_id, MODEL_ARTIFACT, tags, settings.production_alias)
+    return str(version.version)
+
+
+def register_set(
+    client: Any, settings: Settings, name: str, run_id: str, manifest: dict, folder: Path, promoted: int
+) -> str:
+    from ml_service.registry.mlflow_registry import register_version
+
+    client.log_artifacts(run_id, str(folder), SET_ARTIFACT)
+    tags = {
+        "kind": "model_set",
+        "run_id": run_id,
+        "models": str(len(manifest["models"])),
+        "promoted": str(promoted),
+        "git_commit": git_commit(),
+        "build_id": settings.build_id,
+        "build_uri": settings.build_uri,
+    }
+    tags = {k: v for k, v in tags.items() if v}
+    version = register_version(client, name, run_id, SET_ARTIFACT, tags, settings.production_alias)
+    return str(version.version)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--trained", type=Path, required=True, help="input: ff_train output")
+    cli.add_argument("--decisions", type=Path, required=True, help="input: ff_evaluate output")
+    cli.add_argument("--output", type=Path, required=True, help="output folder: registrations and report")
+    args = cli.parse_args(argv)
+
+    def body() -> None:
+        from ff.config import load_pipeline_config
+        from ml_service.registry.mlflow_registry import (
+            connect,
+            download_model,
+            production_model,
+            read_set_manifest,
+        )
+
+        config = load_pipeline_config(args.config)
+        settings = load_settings()
+        client = connect(settings)
+        summary = read_json(args.trained / SUMMARY_FILE)
+        results = {r["model_id"]: r for r in summary["results"]}
+        all_decisions = read_json(args.decisions / DECISIONS_FILE)
+        registered: dict[str, Any] = {}
+        for name, decision in sorted(all_decisions.items()):
+            promoted = [m for m, d in decision["models"].items() if d["promote"]]
+            run_id = summary["runs"][name]
+            if not promoted:
+                registered[name] = {"registered": False, "reason": "no model better than production"}
+                print(f"ff_register: {name}: nothing registered (no model better than production)")
+                continue
+            if not config.get(name).partition_columns:
+                version = register_single(
+                    client, settings, name, run_id, results[name], model_folder(args.trained, name)
+                )
+                registered[name] = {"registered": True, "version": version, "models": 1}
+                alias = settings.production_alias
+                print(f"ff_register: {name} version {version} registered and aliased '{alias}'")
+                continue
+            current = production_model(client, name, settings.production_alias)
+            scratch = args.output / "production" / name
+            production = read_set_manifest(client, current, scratch) if current else None
+            production_folder = download_model(client, current, scratch / "set") if production else None
+            models, origin = next_set_models(results, decision["models"], production)
+            folder = args.output / "sets" / name
+            manifest = build_set_folder(
+                name,
+                list(config.get(name).partition_columns),
+                models,
+                origin,
+                folder,
+                args.trained,
+                production_folder,
+            )
+            version = register_set(client, settings, name, run_id, manifest, folder, len(promoted))
+            registered[name] = {"registered": True, "version": version, "models": len(manifest["models"])}
+            print(
+                f"ff_register: {name} version {version}: model set of {len(manifest['models'])} "
+                f"({len(promoted)} promoted), aliased '{settings.production_alias}'"
+            )
+        write_json(args.output / REGISTERED_FILE, registered)
+        report = write_report(
+            args.output / REPORT_FILE, summary["results"], all_decisions, registered, args.trained
+        )
+        print(f"ff_register: report written to {report.resolve()}")
+
+    return run_step("ff_register", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
