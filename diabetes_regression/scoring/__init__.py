@@ -1,0 +1,1 @@
+"""Azure ML scoring entry script of the diabetes sample."""

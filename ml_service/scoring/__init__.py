@@ -1,0 +1,1 @@
+"""The scoring service: catalogue and cache of production models, HTTP API, packaging, serving."""

@@ -1,0 +1,92 @@
+"""Request rows → the model's input DataFrame, with errors that name the offending field.
+
+A model's input schema is an ordered ``{column: "number" | "datetime"}`` (``model.json``'s ``input_schema``,
+or ``input_columns`` meaning all numbers). Each request row is a list with one value per column, in order.
+Numbers must be finite JSON numbers (not booleans, not strings); date/times are strings pandas can parse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NUMBER = "number"
+DATETIME = "datetime"
+
+
+class InputError(ValueError):
+    """Bad request data; ``field`` is a JSON path such as ``data[1][2]``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def schema_from_metadata(metadata: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``(column, type)`` pairs from a model's metadata.
+
+    The order comes from ``input_columns`` (JSON files are written with sorted keys, so the ``input_schema``
+    object's order means nothing); types from ``input_schema`` (missing: number).
+    """
+    schema = metadata.get("input_schema")
+    types = dict(schema) if isinstance(schema, Mapping) else {}
+    columns = metadata.get("input_columns") or list(types)
+    return tuple((str(c), DATETIME if types.get(c) == DATETIME else NUMBER) for c in columns)
+
+
+def rows_to_frame(schema: Sequence[tuple[str, str]], rows: Any, field: str = "data") -> pd.DataFrame:
+    """Check ``rows`` against ``schema`` and build the DataFrame; raises ``InputError`` naming the field."""
+    names = [name for name, _ in schema]
+    shown = ", ".join(names)
+    if not isinstance(rows, list):
+        raise InputError(field, f"must be a list of rows, each [{shown}]")
+    if not rows:
+        raise InputError(field, f"is empty: send at least one row [{shown}]")
+    width = len(schema)
+    kinds = [kind for _, kind in schema]
+    all_numbers = DATETIME not in kinds
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise InputError(f"{field}[{i}]", f"must be a list [{shown}], got {type(row).__name__}")
+        if len(row) != width:
+            raise InputError(f"{field}[{i}]", f"has {len(row)} values; expected {width}: [{shown}]")
+        for j, value in enumerate(row):
+            kind = kinds[j]
+            if kind == NUMBER:
+                if value.__class__ is float:
+                    if not math.isfinite(value):
+                        raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be finite, got {value}")
+                elif value.__class__ is not int:
+                    raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be a number, got {value!r}")
+            elif not isinstance(value, str):
+                raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be a date/time string, got {value!r}")
+    if all_numbers:
+        try:
+            array = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            raise InputError(field, "a number is too large") from None
+        if not np.isfinite(array).all():
+            i, j = (int(k) for k in np.argwhere(~np.isfinite(array))[0])
+            raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} is too large to be a finite number")
+        return pd.DataFrame(array, columns=names, copy=False)
+    columns: dict[str, Any] = {}
+    for j, (name, kind) in enumerate(schema):
+        values = [row[j] for row in rows]
+        if kind == DATETIME:
+            parsed = pd.to_datetime(values, format="mixed", errors="coerce")
+            if parsed.isna().any():
+                i = int(np.argmax(parsed.isna()))
+                raise InputError(f"{field}[{i}][{j}]", f"column {name!r} is not a date/time: {values[i]!r}")
+            columns[name] = parsed.astype("datetime64[ns]")
+        else:
+            array = np.array(values, dtype=np.float64)
+            if not np.isfinite(array).all():
+                i = int(np.argmax(~np.isfinite(array)))
+                raise InputError(f"{field}[{i}][{j}]", f"column {name!r} is too large to be a finite number")
+            columns[name] = array
+    return pd.DataFrame(columns)

@@ -1,0 +1,241 @@
+"""The scoring service's models: a catalogue of every servable model, loaded lazily into a bounded LRU cache.
+
+The catalogue (served name → version, metrics, folder) is built without loading any model: a single model
+contributes one entry (its ``model.json`` is read), a model set contributes one entry per partition, read from
+its manifest only — so 10,000 partition models are ready in well under a second. A model is unpickled the
+first time it is asked for and stays while it is among the ``cache_size`` most recently used ones.
+
+Served names: a single model by its registered name (``diabetes_regression_model``); a partition model as
+``<model_name>/<model key>`` (``nyc_energy_regions_model/region=r0001``, see ``ml_service.registry.model_set``).
+
+Sources: ``from_package(dir)`` reads a build context written by ``ml_service.scoring.package``;
+``from_registry(settings)`` downloads the production versions (MLflow is imported only there).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE, load_model_folder
+from ml_service.registry.model_set import is_model_set, read_manifest
+from ml_service.scoring.inputs import schema_from_metadata
+
+PACKAGE_MANIFEST = "manifest.json"
+PACKAGE_DIR = "package"
+SINGLE = "model"
+PARTITION = "partition"
+
+
+class UnknownModel(KeyError):
+    pass
+
+
+class CatalogueError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One servable model; ``model_set``/``set_version`` are set for partition models."""
+
+    name: str
+    version: str
+    folder: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_set: str | None = None
+    set_version: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)  # set-wide input_columns/schema/sample_input
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "metrics": self.metrics}
+        out["kind"] = PARTITION if self.model_set else SINGLE
+        if self.model_set:
+            out["model_set"] = self.model_set
+            out["set_version"] = self.set_version
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        """``model.json`` of this model, over the set-wide defaults (reads one small file, loads no model)."""
+        path = self.folder / METADATA_FILE
+        own = json.loads(path.read_text()) if path.is_file() else {}
+        return {**self.defaults, **own}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    entry: ModelEntry
+    model: Any
+    schema: tuple[tuple[str, str], ...]
+
+
+def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | None = None) -> list[ModelEntry]:
+    """Catalogue entries of one registered model version's folder (a single model or a model set)."""
+    folder = Path(folder)
+    if is_model_set(folder):
+        manifest = read_manifest(folder)
+        defaults = {k: manifest[k] for k in ("input_columns", "input_schema", "sample_input") if k in manifest}
+        set_name = manifest.get("model_name") or name
+        if set_name != name:
+            raise CatalogueError(f"{folder}: manifest names model set {set_name!r}, registered as {name!r}")
+        out = []
+        for key, item in manifest["models"].items():
+            extra = {"sample_input": item["sample_input"]} if "sample_input" in item else {}
+            out.append(
+                ModelEntry(
+                    name=f"{name}/{key}",
+                    version=str(item.get("version") or version),
+                    folder=folder / item["path"],
+                    metrics=dict(item.get("metrics") or {}),
+                    model_set=name,
+                    set_version=str(version),
+                    defaults={**defaults, **extra},
+                )
+            )
+        return out
+    if not (folder / MODEL_FILE).is_file():
+        raise CatalogueError(f"{folder}: neither a model ({MODEL_FILE}) nor a model set (manifest.json)")
+    if metrics is None:
+        path = folder / METADATA_FILE
+        metrics = (json.loads(path.read_text()).get("metrics") if path.is_file() else None) or {}
+    return [ModelEntry(name=name, version=str(version), folder=folder, metrics=dict(metrics))]
+
+
+def package_root(path: Path) -> Path:
+    """The folder holding the package manifest: ``DIR`` itself or ``DIR/package`` (a build context)."""
+    path = Path(path)
+    if (path / PACKAGE_MANIFEST).is_file() and not is_model_set(path):
+        return path
+    if (path / PACKAGE_DIR / PACKAGE_MANIFEST).is_file():
+        return path / PACKAGE_DIR
+    raise CatalogueError(f"{path}: no {PACKAGE_MANIFEST} (nor {PACKAGE_DIR}/{PACKAGE_MANIFEST}): not a scoring package")
+
+
+class ModelStore:
+    """Thread-safe catalogue + LRU cache. ``get`` loads on a miss; concurrent misses on one model load it once."""
+
+    def __init__(
+        self,
+        entries: Iterable[ModelEntry],
+        cache_size: int,
+        loader: Callable[[Path], tuple[Any, dict[str, Any]]] = load_model_folder,
+    ):
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self._entries: dict[str, ModelEntry] = {}
+        for entry in entries:
+            if entry.name in self._entries:
+                raise CatalogueError(f"model {entry.name!r} appears twice in the catalogue")
+            self._entries[entry.name] = entry
+        self._names = sorted(self._entries)
+        self.cache_size = cache_size
+        self._loader = loader
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0
+        self.evictions = 0
+
+    # catalogue -----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> ModelEntry | None:
+        return self._entries.get(name)
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Served names starting with ``prefix``, sorted (a binary search: cheap for large catalogues)."""
+        if not prefix:
+            return self._names
+        start = bisect.bisect_left(self._names, prefix)
+        end = bisect.bisect_left(self._names, prefix + "\U0010ffff")
+        return self._names[start:end]
+
+    # cache ---------------------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._cache)
+
+    def cached(self, name: str) -> LoadedModel | None:
+        """The loaded model if it is in the cache (marking it recently used), else None; never loads."""
+        with self._lock:
+            loaded = self._cache.get(name)
+            if loaded is not None:
+                self._cache.move_to_end(name)
+            return loaded
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model, loading it on a miss; raises ``UnknownModel`` for a name not in the catalogue."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownModel(name)
+        loaded = self.cached(name)
+        if loaded is not None:
+            return loaded
+        with self._lock:
+            gate = self._loading.setdefault(name, threading.Lock())
+        with gate:
+            loaded = self.cached(name)
+            if loaded is not None:
+                return loaded
+            model, own = self._loader(entry.folder)
+            loaded = LoadedModel(entry, model, schema_from_metadata({**entry.defaults, **own}))
+            with self._lock:
+                self._cache[name] = loaded
+                self.loads += 1
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+                    self.evictions += 1
+                self._loading.pop(name, None)
+        return loaded
+
+    # sources -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_package(cls, path: Path, cache_size: int) -> ModelStore:
+        root = package_root(path)
+        manifest = json.loads((root / PACKAGE_MANIFEST).read_text())
+        entries: list[ModelEntry] = []
+        for item in manifest["models"]:
+            entries += entries_for_folder(item["name"], item["version"], root / item["path"], item.get("metrics"))
+        return cls(entries, cache_size)
+
+    @classmethod
+    def from_registry(cls, settings: Any, destination: Path | None = None) -> ModelStore:
+        """Download every production version (skipping ones already downloaded) and catalogue them."""
+        from ml_service.registry.mlflow_registry import connect, download_model, production_models
+
+        client = connect(settings)
+        destination = Path(destination or settings.local_path / "scoring-models")
+        entries: list[ModelEntry] = []
+        for model in production_models(client, settings.production_alias):
+            target = destination / model.name / model.version
+            done = target / ".complete"
+            if done.is_file():
+                folder = target / done.read_text().strip()
+            else:
+                folder = download_model(client, model, target)
+                done.write_text(folder.relative_to(target).as_posix())
+            metrics = None if is_model_set(folder) else _run_metrics(client, model.run_id, folder)
+            entries += entries_for_folder(model.name, model.version, folder, metrics)
+        return cls(entries, settings.scoring_cache_size)
+
+
+def _run_metrics(client: Any, run_id: str, folder: Path) -> dict[str, Any] | None:
+    """A single model's metrics: its model.json's, else the training run's (None: unknown)."""
+    path = folder / METADATA_FILE
+    if path.is_file() and json.loads(path.read_text()).get("metrics"):
+        return None
+    try:
+        return dict(sorted(client.get_run(run_id).data.metrics.items())) if run_id else None
+    except Exception:  # a run deleted or not readable: serve the model without metrics
+        return None

@@ -1,0 +1,270 @@
+"""Write one self-contained build context for the scoring image: every production model, the code, the pins.
+
+    python -m ml_service.scoring.package --output DIR
+
+Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`` serves it locally)::
+
+    Dockerfile            python:3.11-slim, non-root, serves /app/package on 0.0.0.0:5001 inside the container
+    requirements.txt      the lines of requirements.lock the service and the models need (see below)
+    package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file
+    package/models/<name>/...  the production version's files (a model folder or a model set)
+    ml_service/...        the serving subset (util, registry readers, scoring; not MLflow, not the deployers)
+    <use case>/...        every use-case package's .py/.json files (pickled models import them, e.g. ff.features)
+
+Deterministic: the same registry state gives a byte-identical ``manifest.json`` (sorted, no time stamps).
+The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is never half-written; an existing
+``DIR`` is replaced only if it is a previous package.
+
+requirements.txt: the closure of the service's top-level packages (``SERVICE_PACKAGES``) plus the model
+libraries the pickles reference (``MODEL_LIBRARIES``, found by scanning each ``model.joblib`` for the module
+name), following the ``# via`` comments of ``requirements.lock`` downwards; lines are copied verbatim
+(pins and environment markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ml_service.registry.model_folder import MODEL_FILE
+from ml_service.registry.model_set import is_model_set, read_manifest
+from ml_service.util.files import file_sha256
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_FORMAT = 1
+SERVICE_PACKAGES = (
+    "fastapi",
+    "uvicorn",
+    "orjson",
+    "prometheus-client",
+    "azure-monitor-opentelemetry",
+    "python-dotenv",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "joblib",
+)
+MODEL_LIBRARIES = ("lightgbm", "xgboost", "catboost", "flaml", "statsmodels", "prophet", "skops")
+SERVICE_CODE = (
+    "ml_service/__init__.py",
+    "ml_service/util/__init__.py",
+    "ml_service/util/env_variables.py",
+    "ml_service/util/files.py",
+    "ml_service/registry/__init__.py",
+    "ml_service/registry/errors.py",
+    "ml_service/registry/model_folder.py",
+    "ml_service/registry/model_set.py",
+    "ml_service/scoring/__init__.py",
+    "ml_service/scoring/app.py",
+    "ml_service/scoring/inputs.py",
+    "ml_service/scoring/model_store.py",
+    "ml_service/scoring/serve.py",
+)
+NOT_USE_CASES = {"ml_service", "tests", "bootstrap", "bench", "docs", "environment_setup", "local"}
+PORT = 5001
+
+DOCKERFILE = f"""\
+# Written by ml_service.scoring.package: every production model behind one API.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY requirements.txt /app/requirements.txt
+RUN pip install -r /app/requirements.txt \\
+ && useradd --create-home --uid 10001 --shell /usr/sbin/nologin scoring
+COPY . /app
+USER 10001
+EXPOSE {PORT}
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)"]
+CMD ["python", "-m", "ml_service.scoring.serve", "--package", "/app/package", "--host", "0.0.0.0", "--port", "{PORT}"]
+"""
+
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(text: str) -> dict[str, tuple[str, set[str]]]:
+    """``{package: (requirement line, {packages it is required by})}`` from a uv/pip-compile lock file."""
+    packages: dict[str, tuple[str, set[str]]] = {}
+    current: str | None = None
+    in_via = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        match = _REQUIREMENT.match(raw)
+        if match:
+            current = canonical(match.group(1))
+            packages[current] = (raw.rstrip(), set())
+            in_via = False
+            continue
+        if current is None or not line.startswith("#"):
+            continue
+        comment = line.lstrip("#").strip()
+        if comment.startswith("via"):
+            rest = comment[3:].strip()
+            in_via = not rest
+            if rest:
+                packages[current][1].add(canonical(rest.split()[0]))
+        elif in_via and comment:
+            packages[current][1].add(canonical(comment.split()[0]))
+    return packages
+
+
+def requirement_closure(lock_text: str, roots: list[str]) -> list[str]:
+    """Lock lines of ``roots`` and everything they need (transitively), sorted; unknown roots are skipped."""
+    packages = parse_lock(lock_text)
+    children: dict[str, set[str]] = {}
+    for name, (_, parents) in packages.items():
+        for parent in parents:
+            children.setdefault(parent, set()).add(name)
+    wanted, todo = set(), [canonical(r) for r in roots if canonical(r) in packages]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(children.get(name, ()))
+    return [packages[name][0] for name in sorted(wanted)]
+
+
+def model_libraries(model_files: list[Path]) -> list[str]:
+    """Which of ``MODEL_LIBRARIES`` the pickles reference (their module names appear in the pickle stream)."""
+    found: set[str] = set()
+    for path in model_files:
+        data = path.read_bytes()
+        found.update(lib for lib in MODEL_LIBRARIES if lib.encode() in data)
+    return sorted(found)
+
+
+def use_case_packages(root: Path = REPO_ROOT) -> list[str]:
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and (p / "__init__.py").is_file() and p.name not in NOT_USE_CASES and not p.name.startswith(".")
+    )
+
+
+def _copy_code(root: Path, target: Path) -> None:
+    for rel in SERVICE_CODE:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, target / rel)
+    for package in use_case_packages(root):
+        for path in sorted((root / package).rglob("*")):
+            rel = path.relative_to(root)
+            if path.suffix in (".py", ".json") and "__pycache__" not in rel.parts and path.is_file():
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target / rel)
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Write the build context to ``output`` (atomically) and return its manifest; RuntimeError if no model."""
+    from ml_service.registry.mlflow_registry import connect, download_model, production_models
+
+    client = connect(settings)
+    models = production_models(client, settings.production_alias)
+    if not models:
+        raise RuntimeError(f"no model in production (alias {settings.production_alias!r}): nothing to package")
+    output = Path(output).resolve()
+    if output.exists() and not (output / "package" / "manifest.json").is_file():
+        if not output.is_dir() or any(output.iterdir()):
+            raise RuntimeError(f"{output} exists and is not a previous package: refusing to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        entries = []
+        model_files: list[Path] = []
+        for model in models:
+            if "/" in model.name or model.name in (".", ".."):
+                raise RuntimeError(f"model name {model.name!r} cannot be a folder name")
+            download = download_model(client, model, staging / ".download" / model.name)
+            folder = staging / "package" / "models" / model.name
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(download), folder)
+            entry: dict[str, Any] = {
+                "name": model.name,
+                "version": model.version,
+                "source": model.source,
+                "run_id": model.run_id,
+                "path": f"models/{model.name}",
+            }
+            if is_model_set(folder):
+                manifest = read_manifest(folder)
+                entry["kind"] = "model_set"
+                entry["partitions"] = len(manifest["models"])
+                model_files += [folder / item["path"] / MODEL_FILE for item in manifest["models"].values()]
+            else:
+                entry["kind"] = "model"
+                metadata_path = folder / "model.json"
+                metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+                metrics = metadata.get("metrics")
+                if not metrics and model.run_id:
+                    metrics = dict(client.get_run(model.run_id).data.metrics)
+                entry["metrics"] = dict(sorted((metrics or {}).items()))
+                model_files.append(folder / MODEL_FILE)
+            entry["files"] = _files(folder)
+            entries.append(entry)
+        shutil.rmtree(staging / ".download", ignore_errors=True)
+        manifest = {
+            "kind": "scoring_package",
+            "format": PACKAGE_FORMAT,
+            "production_alias": settings.production_alias,
+            "models": entries,
+        }
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        (staging / "package" / "manifest.json").write_text(text)
+        _copy_code(root, staging)
+        roots = [*SERVICE_PACKAGES, *model_libraries(model_files)]
+        lines = requirement_closure((root / "requirements.lock").read_text(), roots)
+        header = "# Written by ml_service.scoring.package from requirements.lock: the service's and models' pins.\n"
+        (staging / "requirements.txt").write_text(header + "\n".join(lines) + "\n")
+        (staging / "Dockerfile").write_text(DOCKERFILE)
+        (staging / ".dockerignore").write_text("**/__pycache__\n")
+        os.chmod(staging, 0o755)
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_service.scoring.package", description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, required=True, help="build context folder to write")
+    args = parser.parse_args(argv)
+    from ml_service.util.env_variables import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        manifest = build(settings, args.output)
+    except (RuntimeError, SettingsError, OSError) as exc:
+        print(f"package: {exc}", file=sys.stderr)
+        return 1
+    shown = ", ".join(f"{m['name']} v{m['version']}" for m in manifest["models"])
+    print(f"package: {args.output} ({len(manifest['models'])} models: {shown})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
