@@ -185,8 +185,8 @@ def test_split_partitions_and_keys(tmp_path):
         assert part.timeStamp.is_monotonic_increasing
     raw = pd.DataFrame({"shop": ["a/b", "a/b", "c d"], "kind": ["x", "y", "x"], "v": [1, 2, 3]})
     split = split_partitions(raw, ["shop", "kind"])
-    assert list(split) == ["shop=a%2Fb/kind=x", "shop=a%2Fb/kind=y", "shop=c%20d/kind=x"]
-    assert parse_partition_key("shop=a%2Fb/kind=x") == {"shop": "a/b", "kind": "x"}
+    assert list(split) == ["shop=a%2Fb,kind=x", "shop=a%2Fb,kind=y", "shop=c%20d,kind=x"]
+    assert parse_partition_key("shop=a%2Fb,kind=x") == {"shop": "a/b", "kind": "x"}
     assert partition_key(["region"], ["r0001"]) == "region=r0001"
     assert model_id("nyc_energy_regions_model", "region=r0001") == "nyc_energy_regions_model/region=r0001"
     assert model_id("nyc_energy_model") == "nyc_energy_model"
