@@ -1,0 +1,203 @@
+"""Render a `PipelineSpec` (the one pipeline definition) as an Azure ML SDK v2 pipeline job.
+
+- a "command" step becomes `azure.ai.ml.command(...)` running `python -m <module> <arguments>`, where the
+  arguments come from `StepSpec.arguments` with `${{inputs.x}}` / `${{outputs.y}}` placeholders: the cloud runs
+  exactly the command line the local runner runs, with Azure ML's mounted paths instead of local ones;
+- a "parallel" step becomes `parallel_run_function(...)` whose entry script (`parallel_entry.py`) gets the
+  same arguments as `program_arguments` and trains each model of its mini-batch with the local runner's
+  per-model function.
+
+Nothing here needs credentials: the job object is built and checked offline (`_validate()`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec, StepSpec
+
+PARALLEL_ENTRY_SCRIPT = "ml_service/pipelines/azureml/parallel_entry.py"
+_PLACEHOLDER = re.compile(r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$")
+
+
+@dataclass(frozen=True)
+class ParallelSettings:
+    """Knobs of an Azure ML parallel job; every one can be set in a use case's config `parallel` section."""
+
+    mini_batch_size: int = 10  # files (models) per run() call
+    instance_count: int = 2  # nodes
+    max_concurrency_per_instance: int = 2  # run() processes per node
+    error_threshold: int = -1  # failed models tolerated over the job (-1: any; the step reports them)
+    mini_batch_error_threshold: int = -1  # failed mini-batches tolerated (-1: any)
+    max_retries: int = 2  # retries of a failed or timed-out mini-batch
+    timeout_s: int = 3600  # seconds a run() call may take
+    logging_level: str = "INFO"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "parallel") -> ParallelSettings:
+        """Known keys are read and type-checked; other keys (local-only settings) are left to their owners."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            wanted = str if f.name == "logging_level" else int
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ValueError(f"{where}: {f.name!r} must be {'a string' if wanted is str else 'an integer'}")
+            kwargs[f.name] = value
+        settings = cls(**kwargs)
+        for name in ("mini_batch_size", "instance_count", "max_concurrency_per_instance", "timeout_s"):
+            if getattr(settings, name) < 1:
+                raise ValueError(f"{where}: {name!r} must be at least 1")
+        for name in ("error_threshold", "mini_batch_error_threshold"):
+            if getattr(settings, name) < -1:
+                raise ValueError(f"{where}: {name!r} must be -1 (no limit) or at least 0")
+        if settings.max_retries < 0:
+            raise ValueError(f"{where}: 'max_retries' must be at least 0")
+        return settings
+
+
+def command_line(arguments: Iterable[str]) -> str:
+    """Shell-join arguments, leaving whole `${{...}}` placeholders unquoted (Azure ML substitutes them)."""
+    return " ".join(a if _PLACEHOLDER.match(a) else shlex.quote(a) for a in arguments)
+
+
+def step_arguments(step: StepSpec) -> list[str]:
+    """The step's arguments with Azure ML placeholders for its inputs and outputs."""
+    inputs = {name: f"${{{{inputs.{name}}}}}" for name in step.inputs}
+    outputs = {name: f"${{{{outputs.{name}}}}}" for name in step.outputs}
+    return step.arguments(inputs, outputs)
+
+
+def step_command(step: StepSpec) -> str:
+    """`python -m <module> <arguments>`: what a command step runs in the cloud."""
+    return command_line(["python", "-m", step.module, *step_arguments(step)])
+
+
+def input_type(path: Path) -> str:
+    return "uri_folder" if path.is_dir() else "uri_file"
+
+
+def select_steps(spec: PipelineSpec, names: Iterable[str] | None) -> tuple[StepSpec, ...]:
+    """The named steps (all when None), in pipeline order; each must only need pipeline inputs or chosen steps."""
+    if not names:
+        return spec.steps
+    wanted = set(names)
+    unknown = wanted - {s.name for s in spec.steps}
+    if unknown:
+        known = ", ".join(s.name for s in spec.steps)
+        raise ValueError(f"pipeline {spec.name}: no step(s) {', '.join(sorted(unknown))} (steps: {known})")
+    chosen = tuple(s for s in spec.steps if s.name in wanted)
+    for step in chosen:
+        for key, binding in step.inputs.items():
+            if binding.source != PIPELINE_INPUT and binding.source not in wanted:
+                raise ValueError(f"step {step.name} input {key} needs step {binding.source}: select it too")
+    return chosen
+
+
+def build_pipeline_job(
+    spec: PipelineSpec,
+    *,
+    code: Path,
+    environment: Any,
+    inputs: Mapping[str, Path],
+    compute: str,
+    experiment_name: str,
+    parallel: ParallelSettings | None = None,
+    steps: Iterable[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+):
+    """The Azure ML `PipelineJob` of `spec`: one node per step, wired like the local runner wires folders."""
+    from azure.ai.ml import Input, Output, command
+    from azure.ai.ml.entities import PipelineJob
+    from azure.ai.ml.parallel import RunFunction, parallel_run_function
+
+    parallel = parallel or ParallelSettings()
+    chosen = select_steps(spec, steps)
+    needed = {b.name for s in chosen for b in s.inputs.values() if b.source == PIPELINE_INPUT}
+    missing = needed - set(inputs)
+    if missing:
+        raise ValueError(f"pipeline {spec.name}: no path for pipeline input(s) {', '.join(sorted(missing))}")
+    pipeline_inputs = {name: Input(type=input_type(Path(inputs[name])), path=str(inputs[name])) for name in needed}
+    code_path = str(code)
+    nodes: dict[str, Any] = {}
+    for step in chosen:
+        step_inputs = {}
+        for key, binding in step.inputs.items():
+            if binding.source == PIPELINE_INPUT:
+                step_inputs[key] = Input(type=pipeline_inputs[binding.name].type)
+            else:
+                step_inputs[key] = Input(type="uri_folder")
+        step_outputs = {name: Output(type="uri_folder") for name in step.outputs}
+        if step.kind == "command":
+            component = command(
+                name=step.name,
+                display_name=step.name,
+                description=step.description,
+                code=code_path,
+                environment=environment,
+                command=step_command(step),
+                inputs=step_inputs,
+                outputs=step_outputs,
+                compute=compute,
+            )
+        elif step.kind == "parallel":
+            data_input = next(iter(step.inputs), None)
+            if data_input is None:
+                raise ValueError(f"parallel step {step.name} needs an input to split into mini-batches")
+            component = parallel_run_function(
+                name=step.name,
+                display_name=step.name,
+                description=step.description,
+                inputs=step_inputs,
+                outputs=step_outputs,
+                input_data=f"${{{{inputs.{data_input}}}}}",
+                instance_count=parallel.instance_count,
+                max_concurrency_per_instance=parallel.max_concurrency_per_instance,
+                mini_batch_size=str(parallel.mini_batch_size),
+                error_threshold=parallel.error_threshold,
+                mini_batch_error_threshold=parallel.mini_batch_error_threshold,
+                retry_settings={"max_retries": parallel.max_retries, "timeout": parallel.timeout_s},
+                logging_level=parallel.logging_level,
+                compute=compute,
+                # The step's module is passed on, so the entry script can check it trains what the spec says.
+                environment_variables={"MLOPS_PARALLEL_STEP_MODULE": step.module},
+                task=RunFunction(
+                    code=code_path,
+                    entry_script=PARALLEL_ENTRY_SCRIPT,
+                    program_arguments=command_line(step_arguments(step)),
+                    environment=environment,
+                ),
+            )
+        else:
+            raise ValueError(f"step {step.name}: unknown kind {step.kind!r} (command or parallel)")
+        bound = {}
+        for key, binding in step.inputs.items():
+            if binding.source == PIPELINE_INPUT:
+                bound[key] = f"${{{{parent.inputs.{binding.name}}}}}"
+            else:
+                bound[key] = nodes[binding.source].outputs[binding.name]
+        node = component(**bound)
+        node.name = step.name
+        nodes[step.name] = node
+    return PipelineJob(
+        display_name=spec.name if not steps else f"{spec.name} ({', '.join(s.name for s in chosen)})",
+        description=spec.description,
+        experiment_name=experiment_name,
+        jobs=nodes,
+        inputs=pipeline_inputs,
+        compute=compute,
+        settings={"default_compute": compute, "continue_on_step_failure": False},
+        tags=dict(tags or {}),
+    )
+
+
+def validation_errors(job: Any) -> dict[str, str]:
+    """The SDK's own offline schema checks; empty when the job passes."""
+    result = job._validate()
+    return {} if result.passed else dict(result.error_messages)

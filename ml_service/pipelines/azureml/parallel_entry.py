@@ -1,0 +1,82 @@
+"""Entry script of the Azure ML parallel job that trains many models: `init()` once per process, then
+`run(mini_batch)` per mini-batch of files of the prepared folder.
+
+It receives the same arguments as the local many-models step (`--prepared`, `--output`, `--config`, from
+`StepSpec.arguments`) and trains each file's model with the local runner's own per-model function,
+`ml_service.pipelines.many_models.train_one`, so a model trained here is the model trained locally.
+
+Files of the mini-batch that are not a planned model (the plan itself, anything else in the folder) are
+acknowledged and skipped. A model whose training fails is logged and *left out* of run()'s result: Azure ML
+counts it against the job's `error_threshold`, as the local step counts failures against its threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[3]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))  # the code snapshot's root: ml_service and the use cases import from it
+
+_state: dict[str, Any] = {}
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Azure ML parallel job entry: train many models")
+    parser.add_argument("--prepared", type=Path, required=True, help="input: the prepared folder (with the plan)")
+    parser.add_argument("--output", type=Path, required=True, help="output folder: trained models")
+    parser.add_argument("--config", type=Path, default=Path("ff") / "pipeline_config.json")
+    # Azure ML adds its own arguments (mini-batch size, logging, ...): ignore what is not ours.
+    args, _unknown = parser.parse_known_args(argv)
+    return args
+
+
+def init(argv: list[str] | None = None) -> None:
+    """Read the plan once per worker process: prepared file (relative path) -> its training task."""
+    from ml_service.pipelines.many_models import read_plan
+
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    config = args.config if args.config.is_absolute() else _REPO / args.config
+    prepared = args.prepared.resolve()
+    _state.clear()
+    _state.update(
+        prepared=prepared,
+        output=args.output.resolve(),
+        config=config,
+        tasks={task.data_file: task for task in read_plan(prepared)},
+    )
+    print(f"parallel_entry: {len(_state['tasks'])} planned model(s) in {prepared}", flush=True)
+
+
+def run(mini_batch: list[str]) -> list[str]:
+    """Train the models of the mini-batch; one JSON line per processed file (failures are left out)."""
+    from ml_service.pipelines.many_models import train_one
+
+    done: list[str] = []
+    for item in mini_batch:
+        path = Path(item).resolve()
+        try:
+            relative = path.relative_to(_state["prepared"]).as_posix()
+        except ValueError:
+            relative = path.name
+        task = _state["tasks"].get(relative)
+        if task is None:
+            done.append(json.dumps({"file": relative, "status": "not a planned model"}))
+            continue
+        try:
+            result = train_one(task, _state["prepared"], _state["output"], _state["config"])
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the mini-batch
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"parallel_entry: FAILED {task.model_id}: {type(exc).__name__}: {message}", file=sys.stderr)
+            if os.environ.get("MLOPS_DEBUG"):
+                traceback.print_exc()
+            continue
+        done.append(json.dumps(asdict(result)))
+    return done
