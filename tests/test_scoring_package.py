@@ -1,0 +1,144 @@
+"""Packaging and serving for real: build context from a tmp registry, determinism, uvicorn on 127.0.0.1, smoke test."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from ml_service.scoring.app import create_app
+from ml_service.scoring.model_store import ModelStore
+from ml_service.scoring.package import main as package_main
+from ml_service.scoring.package import parse_lock, requirement_closure
+from ml_service.util.smoke_test_scoring_service import main as smoke_main
+from tests.test_scoring_support import (
+    DIABETES_ROWS,
+    ENERGY_ROWS,
+    free_port,
+    register_standard_models,
+    start_process,
+    stop,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.slow
+SET = "nyc_energy_regions_model"
+LOCK = """\
+a==1.0
+    # via mlops-template (pyproject.toml)
+b==2.0 ; sys_platform != 'win32'
+    # via
+    #   a
+    #   z
+c==3.0
+    # via b
+z==9.0
+    # via dev-tool
+"""
+
+
+def test_requirement_closure_follows_via_comments():
+    assert set(parse_lock(LOCK)["b"][1]) == {"a", "z"}
+    assert requirement_closure(LOCK, ["a", "missing"]) == ["a==1.0", "b==2.0 ; sys_platform != 'win32'", "c==3.0"]
+
+
+def test_package_refuses_without_production_models(settings, tmp_path, capsys):
+    assert package_main(["--output", str(tmp_path / "ctx")]) == 1
+    err = capsys.readouterr().err
+    assert "no model in production" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ctx").exists()
+
+
+def serve_package(folder, env, port):
+    """The packaged service as its container would run it: only the package folder on the path."""
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    args = ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port)]
+    process = start_process(args, env, cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process, url
+
+
+def smoke(capsys, *args: str) -> tuple[int, str, str]:
+    code = smoke_main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_path, capsys):
+    register_standard_models(settings, tmp_path)
+    out = tmp_path / "ctx"
+    assert package_main(["--output", str(out)]) == 0, capsys.readouterr().err
+    manifest_bytes = (out / "package" / "manifest.json").read_bytes()
+    assert package_main(["--output", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "package" / "manifest.json").read_bytes() == manifest_bytes  # same registry state, same bytes
+    manifest = json.loads(manifest_bytes)
+    assert [(m["name"], m["version"], m["kind"]) for m in manifest["models"]] == [
+        ("diabetes_model", "1", "model"),
+        ("nyc_energy_model", "1", "model"),
+        (SET, "1", "model_set"),
+    ]
+    assert manifest["models"][0]["metrics"] == {"rmse": 1.5}
+    assert all(len(sha) == 64 for m in manifest["models"] for sha in m["files"].values())
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile and "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert '"--host", "0.0.0.0"' in dockerfile and "EXPOSE 5001" in dockerfile
+    requirements = (out / "requirements.txt").read_text()
+    assert "fastapi==" in requirements and "scikit-learn==" in requirements and "mlflow" not in requirements
+    assert (out / "ff" / "features.py").is_file() and (out / "diabetes_regression" / "scoring" / "score.py").is_file()
+    assert not (out / "ml_service" / "registry" / "mlflow_registry.py").exists()
+    assert not list(tmp_path.glob(".ctx.*"))  # no staging folder left behind
+
+    registry_client = TestClient(create_app(ModelStore.from_registry(settings), settings))
+    key_file = tmp_path / "key"
+    key_file.write_text("k3y\n")
+    process, url = serve_package(out, {**os.environ, "SCORING_API_KEY": "k3y"}, free_port())
+    auth = {"Authorization": "Bearer k3y"}
+    try:
+        cases = (
+            ("diabetes_model", DIABETES_ROWS),
+            ("nyc_energy_model", ENERGY_ROWS),
+            (f"{SET}/region=r0002", ENERGY_ROWS),
+        )
+        for name, rows in cases:
+            payload = {"model_name": name, "data": rows}
+            served = httpx.post(f"{url}/score", json=payload, headers=auth, timeout=10).json()
+            assert served == registry_client.post("/score", json=payload).json()
+        params = {"model_name": "diabetes_model", "data": json.dumps(DIABETES_ROWS)}
+        get = httpx.get(f"{url}/score", params=params, headers=auth)
+        assert get.status_code == 200 and len(get.json()["predictions"]) == 2
+        assert httpx.get(f"{url}/score", params=params).status_code == 401
+        assert httpx.get(f"{url}/models", headers=auth).headers["x-total-count"] == "5"
+
+        code, stdout, _ = smoke(capsys, "--url", url, "--key-file", str(key_file), "--partitions", "2")
+        assert code == 0 and "4/4 models answered (5 servable)" in stdout, stdout
+        code, _, stderr = smoke(capsys, "--url", url, "--key", "nope")
+        assert code == 1 and "401" in stderr
+        metadata_path = out / "package" / "models" / "diabetes_model" / "model.json"
+        metadata = json.loads(metadata_path.read_text())
+        metadata["sample_input"] = [[1, 2, 3]]  # wrong width: the service answers 422 to the smoke test
+        metadata_path.write_text(json.dumps(metadata))
+        code, stdout, _ = smoke(capsys, "--url", url + "/score", "--key", "k3y", "--partitions", "1")
+        assert code == 1 and "FAILED: diabetes_model" in stdout and "ok   nyc_energy_model" in stdout, stdout
+    finally:
+        log = stop(process)
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    traced = [line for line in lines if line.get("traceparent") and line["path"] == "/score"]
+    assert len(traced) == 7 and [line["status"] for line in traced].count(422) == 1
+
+
+def test_package_refuses_to_replace_a_foreign_folder(settings, tmp_path, capsys):
+    register_standard_models(settings, tmp_path, regions=("r0001",))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert package_main(["--output", str(foreign)]) == 1
+    assert "refusing" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"
