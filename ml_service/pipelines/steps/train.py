@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = save_model_folder(
             model,
             args.output / MODEL_ARTIFACT,
-            {"model_name": params.model_name, "input_columns": list(x_train.columns), "task": "regression"},
+            {
+                "model_name": params.model_name,
+                "input_columns": list(x_train.columns),
+                "task": "regression",
+                "sample_input": x_test.head(2).to_numpy().tolist(),  # rows the scoring smoke test sends
+            },
         )
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{args.use_case}-train") as run:
             mlflow.log_params(params.training)

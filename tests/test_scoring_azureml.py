@@ -1,0 +1,79 @@
+"""The Azure ML contract: the use cases' score.py under azureml-inference-server-http on 127.0.0.1, real HTTP."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+import httpx
+import pytest
+
+from ml_service.registry.model_folder import save_model_folder
+from tests.test_scoring_support import (
+    DIABETES_COLUMNS,
+    DIABETES_ROWS,
+    ENERGY_ROWS,
+    REPO_ROOT,
+    diabetes_model,
+    energy_model,
+    free_port,
+    save_single,
+    start_process,
+    stop,
+    wait_ready,
+)
+
+DIABETES_SCRIPT = REPO_ROOT / "diabetes_regression" / "scoring" / "score.py"
+FF_SCRIPT = REPO_ROOT / "ff" / "scoring" / "score.py"
+
+
+def test_diabetes_score_in_process(tmp_path, monkeypatch):
+    save_model_folder(diabetes_model(), tmp_path / "diabetes_model" / "1", {"input_columns": DIABETES_COLUMNS})
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))  # contains the model folder, as Azure ML mounts it
+    score = importlib.import_module("diabetes_regression.scoring.score")
+    score.init()
+    result = score.run(json.dumps({"data": DIABETES_ROWS}))
+    assert len(result["predictions"]) == 2
+    assert "data[0][9]" in score.run(json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, "x"]]}))["error"]
+    assert "data[0]" in score.run('{"data": [[1, 2]]}')["error"]
+    assert "error" in score.run("{not json") and "error" in score.run('{"data": []}')
+
+
+def serve_azureml(script, model_dir):
+    port = free_port()
+    env = {**os.environ, "AZUREML_MODEL_DIR": str(model_dir), "PYTHONPATH": str(REPO_ROOT)}
+    args = ["-m", "ml_service.scoring.inference_server", "--entry_script", str(script), "--port", str(port)]
+    process = start_process(args, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, path="/")
+    except BaseException:
+        stop(process)
+        raise
+    return process, url
+
+
+@pytest.mark.slow
+def test_score_scripts_under_azureml_inference_server(tmp_path):
+    save_single(diabetes_model(), tmp_path / "diabetes")
+    process, url = serve_azureml(DIABETES_SCRIPT, tmp_path / "diabetes")
+    try:
+        response = httpx.post(f"{url}/score", json={"data": DIABETES_ROWS}, timeout=10)
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 2
+        assert "error" in httpx.post(f"{url}/score", json={"data": [[1]]}, timeout=10).json()
+    finally:
+        log = stop(process)
+    assert "127.0.0.1" in log and "0.0.0.0" not in log.replace("0.0.0.0/0", "")
+
+    if not FF_SCRIPT.is_file():
+        pytest.skip("ff/scoring/score.py not written yet")
+    save_single(energy_model(), tmp_path / "ff" / "nyc_energy_model")
+    process, url = serve_azureml(FF_SCRIPT, tmp_path / "ff")
+    try:
+        payload = {"model_name": "nyc_energy_model", "data": ENERGY_ROWS}
+        response = httpx.post(f"{url}/score", json=payload, timeout=10)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 2
+    finally:
+        stop(process)
