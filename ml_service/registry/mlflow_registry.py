@@ -6,6 +6,7 @@ production" is an alias on one version; moving the alias is always the last writ
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -172,3 +173,22 @@ def download_model(client: MlflowClient, model: ProductionModel, destination: Pa
     destination.mkdir(parents=True, exist_ok=True)
     uri = client.get_model_version_download_uri(model.name, model.version)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
+
+
+MANIFEST_FILE = "manifest.json"
+
+
+def read_set_manifest(client: MlflowClient, model: ProductionModel, destination: Path) -> dict | None:
+    """The model-set manifest of a version, or None when the version is a single model."""
+    files = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(model.run_id, _artifact_path(model))}
+    if MANIFEST_FILE not in files:
+        return None
+    uri = f"{model.source.rstrip('/')}/{MANIFEST_FILE}"
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    return json.loads(Path(local).read_text())
+
+
+def _artifact_path(model: ProductionModel) -> str:
+    """The version's folder relative to its run's artifact root (source: '<run artifact uri>/<path>')."""
+    marker = f"/{model.run_id}/artifacts/"
+    return model.source.split(marker, 1)[1] if marker in model.source else model.source.rsplit("/", 1)[-1]
