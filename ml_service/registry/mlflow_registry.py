@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml_service.registry.errors import RegistryError
+from ml_service.registry.model_set import MANIFEST_FILE
 from ml_service.util.env_variables import Settings
 
 STATE_TAG = "registration"
@@ -173,9 +174,6 @@ def download_model(client: MlflowClient, model: ProductionModel, destination: Pa
     destination.mkdir(parents=True, exist_ok=True)
     uri = client.get_model_version_download_uri(model.name, model.version)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
-
-
-MANIFEST_FILE = "manifest.json"
 
 
 def read_set_manifest(client: MlflowClient, model: ProductionModel, destination: Path) -> dict | None:
