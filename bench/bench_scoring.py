@@ -1,0 +1,206 @@
+"""Benchmark single-row /score at 32 concurrent connections, loopback only, bounded in requests and time.
+
+    .venv/bin/python bench/bench_scoring.py [--requests 4000] [--seconds 20] [--connections 32]
+
+Measures, in one run on this machine: (a) this service (``ml_service.scoring.serve``, one uvicorn worker) and
+(b) the same diabetes model behind ``diabetes_regression/scoring/score.py`` under azureml-inference-server-http
+(gunicorn, one worker, started on 127.0.0.1 by ``ml_service.scoring.inference_server``), plus the in-process
+ceiling: ``model.predict`` on a one-row DataFrame, and the service's own validation + predict path.
+The load generator is a minimal asyncio HTTP/1.1 keep-alive client (httpx's own overhead would dominate
+on 2 cores). It shares the cores with the server, so absolute numbers are pessimistic; compare ratios.
+Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+from sklearn.datasets import load_diabetes  # noqa: E402
+from sklearn.linear_model import Ridge  # noqa: E402
+
+from ml_service.registry.model_folder import save_model_folder  # noqa: E402
+from ml_service.scoring.inputs import rows_to_frame, schema_from_metadata  # noqa: E402
+
+COLUMNS = ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
+ROW = [56, 2, 33.1, 88, 200, 143, 36, 5, 4.8, 98]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_model(folder: Path) -> Ridge:
+    data = load_diabetes(scaled=False, as_frame=True).frame
+    x = data.drop(columns=["target"])
+    x.columns = COLUMNS
+    model = Ridge(alpha=0.5).fit(x, data["target"])
+    save_model_folder(model, folder, {"model_name": "diabetes_model", "input_columns": COLUMNS})
+    return model
+
+
+def write_package(root: Path) -> Path:
+    package = root / "package"
+    build_model(package / "models" / "diabetes_model")
+    manifest = {
+        "kind": "scoring_package",
+        "format": 1,
+        "models": [{"name": "diabetes_model", "version": "1", "path": "models/diabetes_model", "kind": "model"}],
+    }
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    return package
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def wait_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"port {port} not open after {timeout} s")
+
+
+async def one_connection(port: int, request: bytes, counter: list[int], latencies: list[float], deadline: float):
+    reader = writer = None
+    try:
+        while counter[0] > 0 and time.perf_counter() < deadline:
+            counter[0] -= 1
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}")
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+                reader = writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def load(port: int, path: str, body: bytes, requests: int, connections: int, seconds: float) -> dict:
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    warm: list[float] = []
+    await asyncio.gather(*(one_connection(port, request, [20], warm, time.perf_counter() + 10) for _ in range(4)))
+    latencies: list[float] = []
+    counter = [requests]
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(one_connection(port, request, counter, latencies, deadline) for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / elapsed,
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    }
+
+
+def in_process(model: Ridge, seconds: float = 2.0) -> tuple[float, float]:
+    frame = pd.DataFrame([ROW], columns=COLUMNS, dtype=float)
+    schema = schema_from_metadata({"input_columns": COLUMNS})
+    rates = []
+    for work in (lambda: model.predict(frame), lambda: model.predict(rows_to_frame(schema, [ROW]))):
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            work()
+            calls += 1
+        rates.append(calls / (time.perf_counter() - started))
+    return rates[0], rates[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCORING_API_KEY": "", "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        package = write_package(Path(tmp))
+        model_dir = package / "models" / "diabetes_model"
+        servers = {
+            "service (FastAPI, 1 worker)": (
+                ["-m", "ml_service.scoring.serve", "--package", str(package)],
+                {},
+                "/score",
+                {"model_name": "diabetes_model", "data": [ROW]},
+            ),
+            "azmlinfsrv (score.py, 1 worker)": (
+                [
+                    "-m",
+                    "ml_service.scoring.inference_server",
+                    "--entry_script",
+                    str(ROOT / "diabetes_regression" / "scoring" / "score.py"),
+                ],
+                {"AZUREML_MODEL_DIR": str(model_dir)},
+                "/score",
+                {"data": [ROW]},
+            ),
+        }
+        for label, (argv, extra_env, path, payload) in servers.items():
+            port = free_port()
+            process = start([*argv, "--port", str(port)], {**env, **extra_env})
+            try:
+                wait_port(port, process)
+                body = json.dumps(payload).encode()
+                results[label] = asyncio.run(load(port, path, body, args.requests, args.connections, args.seconds))
+            finally:
+                process.terminate()
+                process.wait(timeout=15)
+        predict_rate, service_path_rate = in_process(build_model(Path(tmp) / "ceiling"))
+    print(f"single-row /score, {args.connections} connections, loopback, {os.cpu_count()} cores")
+    for label, r in results.items():
+        print(
+            f"  {label:34s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
+            f"  ({r['requests']} requests)"
+        )
+    print(f"  {'in-process model.predict':34s} {predict_rate:8.0f} calls/s (ceiling)")
+    print(f"  {'in-process validate + predict':34s} {service_path_rate:8.0f} calls/s")
+    ours, theirs = results["service (FastAPI, 1 worker)"], results["azmlinfsrv (score.py, 1 worker)"]
+    print(
+        f"ratio service / azmlinfsrv: {ours['rps'] / theirs['rps']:.2f}x (target >= 2x); "
+        f"service / ceiling: {ours['rps'] / predict_rate:.2f}; service p99 {ours['p99_ms']:.1f} ms (target < 20 ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
