@@ -32,10 +32,10 @@ class ParallelSettings:
     mini_batch_size: int = 10  # files (models) per run() call
     instance_count: int = 2  # nodes
     max_concurrency_per_instance: int = 2  # run() processes per node
-    error_threshold: int = -1  # failed models tolerated over the job (-1: any; the step reports them)
+    error_threshold: int = 5  # failed models tolerated over the job (-1: any number)
     mini_batch_error_threshold: int = -1  # failed mini-batches tolerated (-1: any)
-    max_retries: int = 2  # retries of a failed or timed-out mini-batch
-    timeout_s: int = 3600  # seconds a run() call may take
+    retries: int = 2  # retries of a failed or timed-out mini-batch
+    timeout_s: int = 600  # seconds a run() call (one mini-batch) may take
     logging_level: str = "INFO"
 
     @classmethod
@@ -57,8 +57,8 @@ class ParallelSettings:
         for name in ("error_threshold", "mini_batch_error_threshold"):
             if getattr(settings, name) < -1:
                 raise ValueError(f"{where}: {name!r} must be -1 (no limit) or at least 0")
-        if settings.max_retries < 0:
-            raise ValueError(f"{where}: 'max_retries' must be at least 0")
+        if settings.retries < 0:
+            raise ValueError(f"{where}: 'retries' must be at least 0")
         return settings
 
 
@@ -77,6 +77,14 @@ def step_arguments(step: StepSpec) -> list[str]:
 def step_command(step: StepSpec) -> str:
     """`python -m <module> <arguments>`: what a command step runs in the cloud."""
     return command_line(["python", "-m", step.module, *step_arguments(step)])
+
+
+def mini_batch_input(step: StepSpec) -> str:
+    """The input a parallel step splits into mini-batches: the first one an earlier step produces."""
+    from_steps = [key for key, b in step.inputs.items() if b.source != PIPELINE_INPUT]
+    if not from_steps:
+        raise ValueError(f"parallel step {step.name} needs an input from an earlier step to split into mini-batches")
+    return from_steps[0]
 
 
 def input_type(path: Path) -> str:
@@ -147,9 +155,7 @@ def build_pipeline_job(
                 compute=compute,
             )
         elif step.kind == "parallel":
-            data_input = next(iter(step.inputs), None)
-            if data_input is None:
-                raise ValueError(f"parallel step {step.name} needs an input to split into mini-batches")
+            data_input = mini_batch_input(step)
             component = parallel_run_function(
                 name=step.name,
                 display_name=step.name,
@@ -162,7 +168,7 @@ def build_pipeline_job(
                 mini_batch_size=str(parallel.mini_batch_size),
                 error_threshold=parallel.error_threshold,
                 mini_batch_error_threshold=parallel.mini_batch_error_threshold,
-                retry_settings={"max_retries": parallel.max_retries, "timeout": parallel.timeout_s},
+                retry_settings={"max_retries": parallel.retries, "timeout": parallel.timeout_s},
                 logging_level=parallel.logging_level,
                 compute=compute,
                 # The step's module is passed on, so the entry script can check it trains what the spec says.

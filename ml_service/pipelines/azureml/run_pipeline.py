@@ -9,7 +9,7 @@ job failed or no model was registered.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass, replace
@@ -44,20 +44,19 @@ class RenderedJob:
 
 
 def parallel_settings(project_root: Path, use_case: str) -> ParallelSettings:
-    """ff: the `parallel` section of ff/pipeline_config.json when present; otherwise the documented defaults."""
+    """ff: the `parallel` section of ff/pipeline_config.json (validated by ff.config); otherwise the defaults."""
     if use_case != FF:
         return ParallelSettings()
-    path = project_root / FF_CONFIG
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    section = raw.get("parallel")
+    from ff.config import ConfigError, load_pipeline_config
+
+    try:
+        section = getattr(load_pipeline_config(project_root / FF_CONFIG), "parallel", None)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     if section is None:
         return ParallelSettings()
-    if not isinstance(section, dict):
-        raise UsageError(f"{FF_CONFIG}: 'parallel' must be an object")
-    try:
-        return ParallelSettings.from_mapping(section, f"{FF_CONFIG}: parallel")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    values = dataclasses.asdict(section)
+    return ParallelSettings.from_mapping(values, f"{FF_CONFIG}: parallel")
 
 
 def model_names(use_case: str, project_root: Path) -> tuple[str, ...]:
