@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             download_model,
             production_model,
             read_set_manifest,
+            remove_interrupted_versions,
         )
 
         config = load_pipeline_config(args.config)
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         all_decisions = read_json(args.decisions / DECISIONS_FILE)
         registered: dict[str, Any] = {}
         for name, decision in sorted(all_decisions.items()):
+            # a registration killed earlier left a pending version: remove it even if nothing is registered now
+            for version in remove_interrupted_versions(client, name):
+                print(f"ff_register: {name}: removed version {version} left pending by an interrupted registration")
             promoted = [m for m, d in decision["models"].items() if d["promote"]]
             run_id = summary["runs"][name]
             if not promoted:
