@@ -1,10 +1,12 @@
-"""Run the scoring service on 127.0.0.1 (uvicorn, one worker).
+"""Run the scoring service on 127.0.0.1 (uvicorn).
 
-    python -m ml_service.scoring.serve --package DIR [--port N] [--host 127.0.0.1]
+    python -m ml_service.scoring.serve --package DIR [--port N] [--host 127.0.0.1] [--workers N]
 
 ``--package`` serves a build context written by ``ml_service.scoring.package`` (``DIR`` or ``DIR/package``);
 without it, the registry's production models are downloaded and served. The port defaults to ``SCORING_PORT``.
-Bind to 0.0.0.0 only inside a container (the packaged Dockerfile does).
+Bind to 0.0.0.0 only inside a container (the packaged Dockerfile does). ``--workers N`` (with ``--package``) runs
+N processes, each with its own model cache: scoring is CPU-bound, so one worker per core serves about N times
+the requests.
 """
 
 from __future__ import annotations
@@ -25,7 +27,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--package", type=Path, help="package folder (default: the registry's production models)")
     parser.add_argument("--port", type=int, help="port (default: SCORING_PORT, 5001)")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1; needs --package)")
     return parser.parse_args(argv)
+
+
+PACKAGE_VARIABLE = "SCORING_PACKAGE_DIR"
+
+
+def app_from_environment():
+    """App factory for worker processes: each builds its own store from the package named in the environment."""
+    import os
+
+    settings = load_settings()
+    setup_logging()
+    store = ModelStore.from_package(Path(os.environ[PACKAGE_VARIABLE]), settings.scoring_cache_size)
+    return create_app(store, settings)
 
 
 def setup_logging() -> None:
@@ -39,6 +55,9 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workers < 1 or (args.workers > 1 and not args.package):
+        print("serve: --workers must be at least 1, and more than 1 needs --package", file=sys.stderr)
+        return 2
     try:
         settings = load_settings()
         started = time.perf_counter()
@@ -63,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         f"http://{args.host}:{port} (docs at /docs)",
         flush=True,
     )
+    if args.workers > 1:
+        import os
+
+        os.environ[PACKAGE_VARIABLE] = str(args.package.resolve())
+        uvicorn.run(
+            "ml_service.scoring.serve:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
     uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
     return 0
 
