@@ -1,0 +1,238 @@
+"""What the deployers share: the package, the workspace's registry, the image build (ACR Tasks), the CLI.
+
+The image is built where it will be pulled from: an ACR Tasks run in the workspace's container registry
+(`listBuildSourceUploadUrl`, upload of the package as tar.gz, `scheduleRun` of a DockerBuildRequest). The
+installed azure-mgmt-containerregistry (15.x) no longer has the Tasks operations, so those three ARM calls
+are sent through the registry client's own authenticated pipeline (`send_request`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ARM = "https://management.azure.com"
+TASKS_API = "2019-06-01-preview"
+WORKSPACE_API = "2024-10-01"
+ROLE_API = "2022-04-01"
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in role "AcrPull"
+SCORING_PORT = 5001
+IMAGE_REPOSITORY = "mlops/scoring"
+WORKSPACE_VARIABLES = "AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME"
+
+
+class DeployError(RuntimeError):
+    """A deployment problem reported as one line (exit code 1), or a usage problem (exit code 2)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Package:
+    folder: Path
+    manifest: dict[str, Any]
+    digest: str  # content hash of the folder: the image tag, so one package is one image
+
+    @property
+    def tag(self) -> str:
+        return self.digest[:16]
+
+
+@dataclass(frozen=True)
+class WorkspaceResources:
+    location: str
+    registry_id: str  # ARM id of the workspace's container registry
+
+    @property
+    def registry_name(self) -> str:
+        return self.registry_id.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def login_server(self) -> str:
+        return f"{self.registry_name.lower()}.azurecr.io"
+
+    def image(self, package: Package) -> str:
+        return f"{self.login_server}/{IMAGE_REPOSITORY}:{package.tag}"
+
+
+def read_package(folder: Path) -> Package:
+    """The folder made by `python -m ml_service.scoring.package --output DIR`: Dockerfile, (package/)manifest.json."""
+    if not (folder / "Dockerfile").is_file():
+        raise DeployError(f"{folder}: no Dockerfile; build it with python -m ml_service.scoring.package", 2)
+    candidates = [folder / "manifest.json", folder / "package" / "manifest.json"]
+    try:
+        manifest_file = next((c for c in candidates if c.is_file()), candidates[0])
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeployError(f"{folder}/manifest.json: cannot read: {exc}", 2) from None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return Package(folder, manifest, digest.hexdigest())
+
+
+def context_archive(folder: Path) -> bytes:
+    """The build context as a reproducible tar.gz (sorted names, zeroed times and owners)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file():
+                continue
+            info = tarfile.TarInfo(path.relative_to(folder).as_posix())
+            data = path.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def docker_build_request(image: str, source_location: str, timeout_s: int = 3600) -> dict[str, Any]:
+    """Body of the ACR `scheduleRun` call: build the package's Dockerfile and push the image."""
+    return {
+        "type": "DockerBuildRequest",
+        "imageNames": [image.split("/", 1)[1]],
+        "isPushEnabled": True,
+        "noCache": False,
+        "sourceLocation": source_location,
+        "dockerFilePath": "Dockerfile",
+        "platform": {"os": "Linux", "architecture": "amd64"},
+        "timeout": timeout_s,
+    }
+
+
+def role_assignment(scope: str, principal_id: str, role: str = ACR_PULL_ROLE) -> tuple[str, dict[str, Any]]:
+    """(URL, body) granting `role` on `scope` to a managed identity; the name is stable, so reruns are no-ops."""
+    subscription = scope.split("/")[2]
+    name = uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}|{principal_id}|{role}")
+    url = f"{ARM}{scope}/providers/Microsoft.Authorization/roleAssignments/{name}?api-version={ROLE_API}"
+    definition = f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+    body = {
+        "properties": {"roleDefinitionId": definition, "principalId": principal_id, "principalType": "ServicePrincipal"}
+    }
+    return url, body
+
+
+def _send(client: Any, method: str, url: str, body: Any = None, headers: dict | None = None):
+    from azure.core.rest import HttpRequest
+
+    request = HttpRequest(method, url, json=body, headers=headers)
+    response = client.send_request(request)
+    if response.status_code >= 400:
+        detail = " ".join(response.text().split())[:300]
+        raise DeployError(f"{method} {url.split('?')[0]}: HTTP {response.status_code}: {detail}")
+    return response
+
+
+def workspace_resources(client: Any, subscription: str, resource_group: str, workspace: str) -> WorkspaceResources:
+    """Location and container registry of the Azure ML workspace (an ARM GET through `client`)."""
+    url = (
+        f"{ARM}/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+        f"Microsoft.MachineLearningServices/workspaces/{workspace}?api-version={WORKSPACE_API}"
+    )
+    body = _send(client, "GET", url).json()
+    registry = body.get("properties", {}).get("containerRegistry")
+    if not registry:
+        raise DeployError(f"workspace {workspace} has no container registry yet (it is created on first image build)")
+    return WorkspaceResources(body["location"], registry)
+
+
+def build_image(
+    registry_client: Any,
+    upload_client: Any,
+    resources: WorkspaceResources,
+    package: Package,
+    poll_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Build and push the package's image with an ACR Tasks run; returns the image reference."""
+    from azure.core.rest import HttpRequest
+
+    image = resources.image(package)
+    base = f"{ARM}{resources.registry_id}"
+    upload = _send(registry_client, "POST", f"{base}/listBuildSourceUploadUrl?api-version={TASKS_API}").json()
+    put = HttpRequest(
+        "PUT", upload["uploadUrl"], content=context_archive(package.folder), headers={"x-ms-blob-type": "BlockBlob"}
+    )
+    answer = upload_client.send_request(put)
+    if answer.status_code >= 400:
+        raise DeployError(f"uploading the build context failed: HTTP {answer.status_code}")
+    body = docker_build_request(image, upload["relativePath"])
+    run = _send(registry_client, "POST", f"{base}/scheduleRun?api-version={TASKS_API}", body).json()
+    run_id = run.get("properties", {}).get("runId") or run.get("name")
+    status = run.get("properties", {}).get("status", "Queued")
+    print(f"image build {run_id}: {status} ({image})", flush=True)
+    while status in ("Queued", "Started", "Running"):
+        sleep(poll_s)
+        run = _send(registry_client, "GET", f"{base}/runs/{run_id}?api-version={TASKS_API}").json()
+        status = run.get("properties", {}).get("status", "Unknown")
+    if status != "Succeeded":
+        raise DeployError(f"image build {run_id} ended {status}; see the run's log in the registry")
+    print(f"image build {run_id}: Succeeded", flush=True)
+    return image
+
+
+def grant_acr_pull(client: Any, registry_id: str, principal_id: str) -> None:
+    url, body = role_assignment(registry_id, principal_id)
+    from azure.core.rest import HttpRequest
+
+    response = client.send_request(HttpRequest("PUT", url, json=body))
+    if response.status_code == 409:  # RoleAssignmentExists under another name: fine
+        return
+    if response.status_code >= 400:
+        raise DeployError(f"granting AcrPull failed: HTTP {response.status_code}: {response.text()[:200]}")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(description=description)
+    result.add_argument("--package", type=Path, required=True, help="package folder (ml_service.scoring.package)")
+    result.add_argument("--name", required=True, help="name of the deployment (container group, endpoint, web app)")
+    result.add_argument("--url-file", type=Path, help="write the scoring service's URL to this file")
+    result.add_argument("--dry-run", action="store_true", help="print what would be created; no credentials")
+    return result
+
+
+def write_text(path: Path | None, text: str) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+
+
+def to_json(model: Any) -> str:
+    """A management model (or dict) as the JSON body the client would send."""
+    if hasattr(model, "serialize"):
+        body = model.serialize(keep_readonly=False)
+    elif hasattr(model, "as_dict"):
+        body = model.as_dict()
+    else:
+        body = model
+    return json.dumps(body, indent=2, sort_keys=True, default=str)
+
+
+def azure_settings(dry_run: bool):
+    """Settings, with the workspace required unless --dry-run."""
+    from ml_service.util.env_variables import load_settings
+
+    settings = load_settings()
+    if not dry_run and not settings.azure_workspace_configured:
+        raise DeployError(f"no Azure ML workspace configured: set {WORKSPACE_VARIABLES} (or use --dry-run)", 2)
+    return settings
+
+
+def run_cli(body: Callable[[], None]) -> int:
+    try:
+        body()
+    except DeployError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -1,0 +1,182 @@
+"""Deploy the packaged scoring image to an Azure ML online endpoint, blue/green, with key authentication.
+
+Managed online endpoint by default (QA); with `--kubernetes --compute NAME` a Kubernetes online endpoint on
+a cluster attached to the workspace (production). Steps: build the image in the workspace's registry (ACR
+Tasks), create the endpoint if missing, create the deployment of the colour *not* taking traffic, run the
+smoke-test hook against that deployment only, then move 100% of the traffic to it. The previous colour is
+kept (0%) for a quick roll-back and replaced by the next deployment.
+
+The endpoint checks the key (`Authorization: Bearer <key>`) and forwards only `/score` to the container's
+`/score`; the container's own SCORING_API_KEY is left empty (the endpoint is the gate).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ml_service.scoring.deploy import common
+
+COLOURS = ("blue", "green")
+MANAGED_INSTANCE_TYPE = "Standard_DS3_v2"
+
+
+def next_colour(traffic: Mapping[str, int] | None) -> str:
+    """The colour to deploy: the one not taking traffic (blue when there is none yet)."""
+    live = {name for name, share in (traffic or {}).items() if share > 0}
+    for colour in COLOURS:
+        if colour not in live:
+            return colour
+    raise common.DeployError(f"both {' and '.join(COLOURS)} take traffic; set one to 0% first")
+
+
+def build_endpoint(name: str, kubernetes: bool, compute: str | None, traffic: Mapping[str, int] | None = None):
+    from azure.ai.ml.entities import KubernetesOnlineEndpoint, ManagedOnlineEndpoint
+
+    description = "Scoring service (the packaged image), blue/green"
+    if kubernetes:
+        if not compute:
+            raise common.DeployError(
+                "--kubernetes needs --compute NAME (a Kubernetes cluster attached to the workspace)", 2
+            )
+        return KubernetesOnlineEndpoint(
+            name=name, compute=compute, auth_mode="key", description=description, traffic=dict(traffic or {})
+        )
+    return ManagedOnlineEndpoint(name=name, auth_mode="key", description=description, traffic=dict(traffic or {}))
+
+
+def build_deployment(endpoint: str, colour: str, image: str, kubernetes: bool, app_insights: str = ""):
+    """The deployment of one colour: the image as a custom container, probes on /health, scoring on /score."""
+    from azure.ai.ml.entities import (
+        Environment,
+        KubernetesOnlineDeployment,
+        ManagedOnlineDeployment,
+        ProbeSettings,
+        ResourceRequirementsSettings,
+        ResourceSettings,
+    )
+
+    port = common.SCORING_PORT
+    environment = Environment(
+        name="scoring-image",
+        image=image,
+        inference_config={
+            "liveness_route": {"path": "/health", "port": port},
+            "readiness_route": {"path": "/health", "port": port},
+            "scoring_route": {"path": "/score", "port": port},
+        },
+    )
+    variables = {"SCORING_PORT": str(port), "SCORING_API_KEY": ""}
+    if app_insights:
+        variables["APPLICATIONINSIGHTS_CONNECTION_STRING"] = app_insights
+    common_args: dict[str, Any] = dict(
+        name=colour,
+        endpoint_name=endpoint,
+        environment=environment,
+        environment_variables=variables,
+        instance_count=1,
+        liveness_probe=ProbeSettings(initial_delay=10, period=10, failure_threshold=6),
+        readiness_probe=ProbeSettings(initial_delay=10, period=10, failure_threshold=6),
+    )
+    if kubernetes:
+        requests = ResourceSettings(cpu="1", memory="2Gi")
+        return KubernetesOnlineDeployment(**common_args, resources=ResourceRequirementsSettings(requests=requests))
+    return ManagedOnlineDeployment(**common_args, instance_type=MANAGED_INSTANCE_TYPE)
+
+
+def base_url(scoring_uri: str) -> str:
+    """The service's base URL (what the smoke test is given): the scoring URI without its /score."""
+    return scoring_uri[: -len("/score")] if scoring_uri.endswith("/score") else scoring_uri
+
+
+def invoke_smoke_test(ml_client: Any, endpoint: str, colour: str, package: common.Package) -> None:
+    """Default hook: score the package's sample request on the new colour only (traffic still 0%)."""
+    sample = package.folder / "sample_request.json"
+    if not sample.is_file():
+        print(f"smoke test of {colour}: skipped (no sample_request.json in the package)")
+        return
+    answer = ml_client.online_endpoints.invoke(endpoint_name=endpoint, deployment_name=colour, request_file=str(sample))
+    print(f"smoke test of {colour}: {str(answer)[:200]}")
+
+
+def deploy(
+    args: Any,
+    settings: Any,
+    ml_client: Any,
+    registry_client: Any,
+    upload_client: Any,
+    smoke_test: Callable[[Any, str, str, common.Package], None] = invoke_smoke_test,
+) -> tuple[str, str]:
+    """Build, deploy the idle colour, smoke test it, shift traffic; returns (base URL, key)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    package = common.read_package(args.package)
+    resources = common.workspace_resources(
+        registry_client, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
+    )
+    image = common.build_image(registry_client, upload_client, resources, package)
+    try:
+        existing = ml_client.online_endpoints.get(args.name)
+        traffic = dict(existing.traffic or {})
+    except ResourceNotFoundError:
+        traffic = {}
+        endpoint = build_endpoint(args.name, args.kubernetes, args.compute)
+        ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+    colour = next_colour(traffic)
+    deployment = build_deployment(
+        args.name, colour, image, args.kubernetes, settings.applicationinsights_connection_string
+    )
+    print(f"endpoint {args.name}: deploying {colour} ({image}); traffic now {traffic or 'none'}", flush=True)
+    ml_client.online_deployments.begin_create_or_update(deployment).result()
+    smoke_test(ml_client, args.name, colour, package)
+    shifted = {name: 0 for name in traffic} | {colour: 100}
+    endpoint = build_endpoint(args.name, args.kubernetes, args.compute, shifted)
+    done = ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+    key = ml_client.online_endpoints.get_keys(args.name).primary_key
+    print(f"endpoint {args.name}: traffic {shifted}")
+    return base_url(done.scoring_uri), key
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = common.parser(__doc__.splitlines()[0])
+    cli.add_argument("--kubernetes", action="store_true", help="a Kubernetes online endpoint (needs --compute)")
+    cli.add_argument("--compute", help="name of the Kubernetes compute attached to the workspace")
+    cli.add_argument("--key-file", type=Path, help="write the endpoint's primary key to this file")
+    args = cli.parse_args(argv)
+
+    def body() -> None:
+        settings = common.azure_settings(args.dry_run)
+        if args.kubernetes and not args.compute:
+            raise common.DeployError("--kubernetes needs --compute NAME", 2)
+        if args.dry_run:
+            package = common.read_package(args.package)
+            image = f"<workspace registry>.azurecr.io/{common.IMAGE_REPOSITORY}:{package.tag}"
+            endpoint = build_endpoint(args.name, args.kubernetes, args.compute)
+            deployment = build_deployment(args.name, "<blue|green: the colour without traffic>", image, args.kubernetes)
+            print(f"would build {image} with an ACR Tasks run, create endpoint {args.name} if missing:")
+            print(common.to_json(endpoint._to_dict()))
+            print("deploy (then smoke test it, then give it 100% of the traffic):")
+            print(common.to_json(deployment._to_dict()))
+            return
+        from azure.ai.ml import MLClient
+        from azure.core import PipelineClient
+        from azure.identity import DefaultAzureCredential
+        from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+        credential = DefaultAzureCredential()
+        ml_client = MLClient(
+            credential, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
+        )
+        registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id)
+        url, key = deploy(args, settings, ml_client, registry, PipelineClient(base_url="https://upload"))
+        common.write_text(args.url_file, url)
+        common.write_text(args.key_file, key)
+        print(f"endpoint {args.name}: {url}")
+
+    return common.run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
