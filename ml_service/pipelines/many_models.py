@@ -199,6 +199,16 @@ def batches(tasks: Sequence[ModelTask], size: int) -> list[list[ModelTask]]:
     return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
 
+def remove_stale_staging(trained_dir: Path) -> list[Path]:
+    """Delete the staging folders a killed run left behind; they are never results (only a complete folder is
+    renamed into place), but they would pile up with each interruption. Call before any worker starts."""
+    models = trained_dir / MODELS_DIR
+    stale = [p for pattern in (".*.tmp", "*/.*.tmp") for p in models.glob(pattern) if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def run_tasks(
     tasks: Sequence[ModelTask],
     prepared_dir: Path,
@@ -209,6 +219,7 @@ def run_tasks(
     on_progress: Callable[[int], None] | None = None,
 ) -> list[ModelResult]:
     """Train every task: in this process (one worker), a process pool, or a Dask cluster given its address."""
+    remove_stale_staging(trained_dir)
     chunks = batches(tasks, batch_size_for(len(tasks), workers))
     args = (prepared_dir.resolve(), trained_dir.resolve(), config_path.resolve())
     results: list[ModelResult] = []
