@@ -9,6 +9,7 @@ are sent through the registry client's own authenticated pipeline (`send_request
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import json
@@ -86,7 +87,7 @@ def read_package(folder: Path) -> Package:
 def context_archive(folder: Path) -> bytes:
     """The build context as a reproducible tar.gz (sorted names, zeroed times and owners)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(folder.rglob("*")):
             if not path.is_file():
                 continue
@@ -94,7 +95,7 @@ def context_archive(folder: Path) -> bytes:
             data = path.read_bytes()
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 def docker_build_request(image: str, source_location: str, timeout_s: int = 3600) -> dict[str, Any]:
@@ -129,9 +130,18 @@ def _send(client: Any, method: str, url: str, body: Any = None, headers: dict | 
     request = HttpRequest(method, url, json=body, headers=headers)
     response = client.send_request(request)
     if response.status_code >= 400:
-        detail = " ".join(response.text().split())[:300]
+        detail = " ".join(str(_json_text(response)).split())[:300]
         raise DeployError(f"{method} {url.split('?')[0]}: HTTP {response.status_code}: {detail}")
     return response
+
+
+def _json_text(response: Any) -> str:
+    return response.text() if callable(response.text) else response.text
+
+
+def _json(response: Any) -> Any:
+    text = _json_text(response)
+    return json.loads(text) if text else {}
 
 
 def workspace_resources(client: Any, subscription: str, resource_group: str, workspace: str) -> WorkspaceResources:
@@ -140,7 +150,7 @@ def workspace_resources(client: Any, subscription: str, resource_group: str, wor
         f"{ARM}/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
         f"Microsoft.MachineLearningServices/workspaces/{workspace}?api-version={WORKSPACE_API}"
     )
-    body = _send(client, "GET", url).json()
+    body = _json(_send(client, "GET", url))
     registry = body.get("properties", {}).get("containerRegistry")
     if not registry:
         raise DeployError(f"workspace {workspace} has no container registry yet (it is created on first image build)")
@@ -160,7 +170,7 @@ def build_image(
 
     image = resources.image(package)
     base = f"{ARM}{resources.registry_id}"
-    upload = _send(registry_client, "POST", f"{base}/listBuildSourceUploadUrl?api-version={TASKS_API}").json()
+    upload = _json(_send(registry_client, "POST", f"{base}/listBuildSourceUploadUrl?api-version={TASKS_API}"))
     put = HttpRequest(
         "PUT", upload["uploadUrl"], content=context_archive(package.folder), headers={"x-ms-blob-type": "BlockBlob"}
     )
@@ -168,13 +178,13 @@ def build_image(
     if answer.status_code >= 400:
         raise DeployError(f"uploading the build context failed: HTTP {answer.status_code}")
     body = docker_build_request(image, upload["relativePath"])
-    run = _send(registry_client, "POST", f"{base}/scheduleRun?api-version={TASKS_API}", body).json()
+    run = _json(_send(registry_client, "POST", f"{base}/scheduleRun?api-version={TASKS_API}", body))
     run_id = run.get("properties", {}).get("runId") or run.get("name")
     status = run.get("properties", {}).get("status", "Queued")
     print(f"image build {run_id}: {status} ({image})", flush=True)
     while status in ("Queued", "Started", "Running"):
         sleep(poll_s)
-        run = _send(registry_client, "GET", f"{base}/runs/{run_id}?api-version={TASKS_API}").json()
+        run = _json(_send(registry_client, "GET", f"{base}/runs/{run_id}?api-version={TASKS_API}"))
         status = run.get("properties", {}).get("status", "Unknown")
     if status != "Succeeded":
         raise DeployError(f"image build {run_id} ended {status}; see the run's log in the registry")
@@ -190,7 +200,7 @@ def grant_acr_pull(client: Any, registry_id: str, principal_id: str) -> None:
     if response.status_code == 409:  # RoleAssignmentExists under another name: fine
         return
     if response.status_code >= 400:
-        raise DeployError(f"granting AcrPull failed: HTTP {response.status_code}: {response.text()[:200]}")
+        raise DeployError(f"granting AcrPull failed: HTTP {response.status_code}: {_json_text(response)[:200]}")
 
 
 def parser(description: str) -> argparse.ArgumentParser:

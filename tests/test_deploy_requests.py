@@ -1,0 +1,295 @@
+"""Deployers, offline: the requests they would send, through an azure-core transport that stands in for Azure.
+
+`RecordingTransport` replaces only the network edge: the real management clients build, sign (with a fake
+token) and send their requests through the real azure-core pipeline; the transport records each one and
+answers with canned JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import urllib3
+import yaml
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.rest import HttpResponse
+
+from ml_service.scoring.deploy import aci, common, online_endpoint, webapp
+from tests.conftest import run_module
+
+SUB, RG, WS = "00000000-0000-0000-0000-000000000001", "rg", "ws"
+REGISTRY_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/MyAcr"
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
+
+
+class FakeCredential:
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken("fake-token", 4_102_444_800)
+
+
+class _Response(HttpResponse):
+    pass
+
+
+class RecordingTransport(HttpTransport):
+    """Answers each request from `routes` (method, URL regex) -> (status, JSON body); records every request."""
+
+    def __init__(self, routes):
+        self.routes = routes
+        self.requests = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def send(self, request, **kwargs):
+        import requests
+        from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+        body = request.data if hasattr(request, "data") else request.content
+        self.requests.append((request.method, request.url, body, dict(request.headers)))
+        for (method, pattern), (status, payload) in self.routes.items():
+            if method == request.method and re.search(pattern, request.url):
+                raw = requests.Response()
+                raw.status_code = status
+                data = json.dumps(payload).encode()
+                raw.raw = urllib3.HTTPResponse(body=io.BytesIO(data), preload_content=False, status=status)
+                raw.headers["Content-Type"] = "application/json"
+                raw.url = request.url
+                return RestRequestsTransportResponse(request=request, internal_response=raw)
+        raise AssertionError(f"unexpected request {request.method} {request.url}")
+
+    def bodies(self, method, pattern):
+        found = []
+        for m, url, body, _ in self.requests:
+            if m == method and re.search(pattern, url):
+                found.append(json.loads(body) if isinstance(body, (str, bytes)) and body[:1] in ("{", b"{") else body)
+        return found
+
+
+@pytest.fixture
+def package(tmp_path) -> Path:
+    folder = tmp_path / "package"
+    (folder / "package").mkdir(parents=True)
+    (folder / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    (folder / "package" / "manifest.json").write_text(json.dumps({"models": []}))
+    return folder
+
+
+@pytest.fixture
+def workspace_env(monkeypatch):
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+    monkeypatch.setenv("RESOURCE_GROUP", RG)
+    monkeypatch.setenv("WORKSPACE_NAME", WS)
+    monkeypatch.setenv("SCORING_API_KEY", "s3cret")
+
+
+def build_routes():
+    return {
+        ("GET", r"/workspaces/ws\?"): (
+            200,
+            {"location": "westeurope", "properties": {"containerRegistry": REGISTRY_ID}},
+        ),
+        ("POST", r"/listBuildSourceUploadUrl\?"): (
+            200,
+            {"uploadUrl": "https://blob.example/src.tar.gz?sas", "relativePath": "source/src.tar.gz"},
+        ),
+        ("PUT", r"^https://blob\.example/"): (201, {}),
+        ("POST", r"/scheduleRun\?"): (200, {"name": "ca1", "properties": {"runId": "ca1", "status": "Queued"}}),
+        ("GET", r"/runs/ca1\?"): (200, {"properties": {"runId": "ca1", "status": "Succeeded"}}),
+    }
+
+
+# --- pure builders ---------------------------------------------------------------------------------
+
+
+def test_docker_build_request_and_role_assignment_are_stable():
+    body = common.docker_build_request("myacr.azurecr.io/mlops/scoring:abc", "source/x.tar.gz")
+    assert body["type"] == "DockerBuildRequest" and body["imageNames"] == ["mlops/scoring:abc"]
+    assert body["isPushEnabled"] is True and body["platform"] == {"os": "Linux", "architecture": "amd64"}
+    url1, role = common.role_assignment(REGISTRY_ID, "principal-1")
+    url2, _ = common.role_assignment(REGISTRY_ID, "principal-1")
+    assert url1 == url2 and url1.startswith(
+        f"https://management.azure.com{REGISTRY_ID}/providers/Microsoft.Authorization/"
+    )
+    assert role["properties"]["roleDefinitionId"].endswith(common.ACR_PULL_ROLE)
+
+
+def test_package_digest_and_archive_are_reproducible(package):
+    first, second = common.read_package(package), common.read_package(package)
+    assert first.tag == second.tag and len(first.tag) == 16
+    assert common.context_archive(package) == common.context_archive(package)
+    (package / "extra.txt").write_text("x")
+    assert common.read_package(package).tag != first.tag
+
+
+def test_container_group_model():
+    group = aci.container_group(
+        "qa", "westeurope", "myacr.azurecr.io/mlops/scoring:t", "myacr.azurecr.io", IDENTITY, "s3cret", "qa-abc123"
+    )
+    body = group.serialize()
+    container = body["properties"]["containers"][0]["properties"]
+    assert container["image"] == "myacr.azurecr.io/mlops/scoring:t"
+    assert container["ports"] == [{"port": 5001, "protocol": "TCP"}]
+    key = [v for v in container["environmentVariables"] if v["name"] == "SCORING_API_KEY"][0]
+    assert key == {"name": "SCORING_API_KEY", "secureValue": "s3cret"}  # secure, never a plain value
+    ip = body["properties"]["ipAddress"]
+    assert ip["type"] == "Public" and ip["dnsNameLabel"] == "qa-abc123" and ip["ports"][0]["port"] == 5001
+    assert body["properties"]["imageRegistryCredentials"] == [{"server": "myacr.azurecr.io", "identity": IDENTITY}]
+    assert body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY: {}}}
+
+
+def test_next_colour():
+    assert online_endpoint.next_colour({}) == "blue"
+    assert online_endpoint.next_colour({"blue": 100}) == "green"
+    assert online_endpoint.next_colour({"blue": 0, "green": 100}) == "blue"
+    with pytest.raises(common.DeployError):
+        online_endpoint.next_colour({"blue": 50, "green": 50})
+
+
+@pytest.mark.parametrize("kubernetes", [False, True])
+def test_online_endpoint_objects_pass_sdk_round_trip(tmp_path, kubernetes):
+    from azure.ai.ml import load_online_deployment, load_online_endpoint
+
+    compute = "aks-prod" if kubernetes else None
+    endpoint = online_endpoint.build_endpoint("scoring-prod", kubernetes, compute, {"blue": 0, "green": 100})
+    deployment = online_endpoint.build_deployment(
+        "scoring-prod", "green", "myacr.azurecr.io/mlops/scoring:t", kubernetes
+    )
+    endpoint_file, deployment_file = tmp_path / "endpoint.yml", tmp_path / "deployment.yml"
+    # dump(dest) of these objects returns a dict instead of writing (field notes): write the YAML here.
+    endpoint_file.write_text(yaml.safe_dump(json.loads(json.dumps(endpoint._to_dict()))))
+    deployment_file.write_text(yaml.safe_dump(json.loads(json.dumps(deployment._to_dict()))))
+    loaded_endpoint = load_online_endpoint(endpoint_file)
+    loaded = load_online_deployment(deployment_file)
+    assert loaded_endpoint.auth_mode == "key" and loaded_endpoint.traffic == {"blue": 0, "green": 100}
+    assert type(loaded_endpoint) is type(endpoint) and type(loaded) is type(deployment)
+    assert loaded.environment.image == "myacr.azurecr.io/mlops/scoring:t"
+    routes = loaded.environment.inference_config
+    assert routes.scoring_route.path == "/score" and routes.liveness_route.port == 5001
+    if kubernetes:
+        assert loaded_endpoint.compute.endswith("aks-prod")
+    # The REST payloads build offline too.
+    deployment._to_rest_object(location="westeurope")
+    endpoint._to_rest_online_endpoint(location="westeurope")
+
+
+def test_site_and_plan_models():
+    plan = webapp.build_plan("westeurope").as_dict()
+    assert plan["kind"] == "linux" and plan["properties"]["reserved"] is True
+    site = webapp.build_site(
+        "westeurope", "/plan/id", "myacr.azurecr.io/mlops/scoring:t", webapp.app_settings("k")
+    ).as_dict()
+    config = site["properties"]["siteConfig"]
+    assert config["linuxFxVersion"] == "DOCKER|myacr.azurecr.io/mlops/scoring:t"
+    assert config["healthCheckPath"] == "/health" and config["acrUseManagedIdentityCreds"] is True
+    settings = {p["name"]: p["value"] for p in config["appSettings"]}
+    assert settings["WEBSITES_PORT"] == "5001" and settings["SCORING_API_KEY"] == "k"
+    assert site["identity"] == {"type": "SystemAssigned"} and site["properties"]["httpsOnly"] is True
+
+
+# --- requests through the real clients, network edge replaced ------------------------------------
+
+
+def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
+    routes = build_routes()
+    routes[("PUT", r"/containerGroups/qa\?")] = (
+        200,
+        {
+            "location": "westeurope",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "osType": "Linux",
+                "containers": [],
+                "ipAddress": {"ports": [], "type": "Public", "fqdn": "qa-x.westeurope.azurecontainer.io"},
+            },
+        },
+    )
+    transport = RecordingTransport(routes)
+    url_file = tmp_path / "url.txt"
+    argv = ["--package", str(package), "--name", "qa", "--url-file", str(url_file), "--pull-identity", IDENTITY]
+    assert aci.main(argv, credential=FakeCredential(), transport=transport) == 0
+    assert url_file.read_text().strip() == "http://qa-x.westeurope.azurecontainer.io:5001"
+    tag = common.read_package(package).tag
+    (build,) = transport.bodies("POST", r"/scheduleRun\?")
+    assert build["imageNames"] == [f"mlops/scoring:{tag}"] and build["sourceLocation"] == "source/src.tar.gz"
+    (group,) = transport.bodies("PUT", r"/containerGroups/qa\?")
+    container = group["properties"]["containers"][0]["properties"]
+    assert container["image"] == f"myacr.azurecr.io/mlops/scoring:{tag}"
+    assert {"name": "SCORING_API_KEY", "secureValue": "s3cret"} in container["environmentVariables"]
+    assert group["location"] == "westeurope"
+    put_urls = [u for m, u, _, _ in transport.requests if m == "PUT"]
+    assert any(
+        u.startswith(
+            f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+            "Microsoft.ContainerInstance/containerGroups/qa?"
+        )
+        for u in put_urls
+    )
+    upload = [r for r in transport.requests if r[1].startswith("https://blob.example/")][0]
+    assert upload[3]["x-ms-blob-type"] == "BlockBlob" and upload[2][:2] == b"\x1f\x8b"  # gzip
+    signed = [h.get("Authorization") for m, u, _, h in transport.requests if "management.azure.com" in u]
+    assert signed and all(a == "Bearer fake-token" for a in signed)
+
+
+def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
+    routes = build_routes()
+    plan_id = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Web/serverfarms/app-plan"
+    routes[("PUT", r"/serverfarms/app-plan\?")] = (200, {"id": plan_id, "location": "westeurope", "properties": {}})
+    routes[("PUT", r"/sites/app\?")] = (
+        200,
+        {
+            "location": "westeurope",
+            "identity": {"type": "SystemAssigned", "principalId": "p-1"},
+            "properties": {"defaultHostName": "app.azurewebsites.net"},
+        },
+    )
+    routes[("PUT", r"/roleAssignments/")] = (201, {})
+    routes[("POST", r"/sites/app/restart\?")] = (200, {})
+    transport = RecordingTransport(routes)
+    url_file = tmp_path / "url.txt"
+    assert (
+        webapp.main(
+            ["--package", str(package), "--name", "app", "--url-file", str(url_file)],
+            credential=FakeCredential(),
+            transport=transport,
+        )
+        == 0
+    )
+    assert url_file.read_text().strip() == "https://app.azurewebsites.net"
+    (site,) = transport.bodies("PUT", r"/sites/app\?")
+    assert site["properties"]["serverFarmId"] == plan_id
+    assert site["properties"]["siteConfig"]["healthCheckPath"] == "/health"
+    (role,) = transport.bodies("PUT", r"/roleAssignments/")
+    assert role["properties"]["principalId"] == "p-1"
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["aci", "online_endpoint", "webapp"])
+def test_without_workspace_exit_2_and_dry_run_needs_none(module, package, tmp_path):
+    from importlib import import_module
+
+    main = import_module(f"ml_service.scoring.deploy.{module}").main
+    extra = ["--kubernetes", "--compute", "aks"] if module == "online_endpoint" else []
+    assert main(["--package", str(package), "--name", "n", *extra]) == 2
+    assert main(["--package", str(package), "--name", "n", "--dry-run", *extra]) == 0
+
+
+def test_help_answers():
+    result = run_module("ml_service.scoring.deploy.online_endpoint", "--help")
+    assert result.returncode == 0 and "--key-file" in result.stdout and "--kubernetes" in result.stdout
