@@ -157,7 +157,9 @@ def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_pat
     if task.plot:
         plot_holdout(result.holdout, use_case, staging / PLOT_FILE, title=f"{task.model_id}: hold-out")
     outcome.seconds = time.perf_counter() - started
-    write_json(staging / RESULT_FILE, asdict(outcome))
+    # a plain write: the folder's rename below is what makes the result all-or-nothing (an fsync'd atomic
+    # write here cost more than a small model's fit)
+    (staging / RESULT_FILE).write_text(json.dumps(asdict(outcome), indent=2, sort_keys=True) + "\n")
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
@@ -197,6 +199,12 @@ def batch_size_for(n_tasks: int, workers: int, largest: int = 100) -> int:
 
 def batches(tasks: Sequence[ModelTask], size: int) -> list[list[ModelTask]]:
     return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+
+
+def _preload_training_modules() -> None:
+    import ff.plots  # noqa: F401
+    import ff.prepare  # noqa: F401
+    import ff.train_automl  # noqa: F401
 
 
 def remove_stale_staging(trained_dir: Path) -> list[Path]:
@@ -240,6 +248,7 @@ def run_tasks(
     elif workers <= 1 or len(chunks) <= 1:
         collect(train_batch(chunk, *args) for chunk in chunks)
     else:
+        _preload_training_modules()  # forked workers inherit them instead of each importing them again
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
             futures = [pool.submit(train_batch, chunk, *args) for chunk in chunks]
             collect(future.result() for future in as_completed(futures))
