@@ -1,0 +1,233 @@
+"""Benchmark of the many-models path: the ff steps against a bare loop, or end to end at 10,000 models.
+
+Default mode (2,000 partitions): prepare once (not timed), then time
+  full  - the ff train, evaluate and register steps, each as its own process as the local runner runs them,
+          on a fresh LOCAL_DIR and an empty registry: process pool, per-model folders and results, MLflow run
+          logging, per-model evaluation, one model-set registration and the HTML report;
+  bare  - one process, one loop: read each prepared frame, split, fit the same fast estimator pipeline
+          (ff.train_automl.fast_pipeline) and compute the hold-out metrics; nothing written.
+and print bare / full (above 1 means the full path is faster than the bare loop).
+
+`--models 10000` (or any count with `--end-to-end`): prepare + train + evaluate + register as processes, with
+wall time per step and peak memory (largest process and the summed process tree, sampled).
+
+    .venv/bin/python bench/bench_many_models.py                 # 2,000 partitions, ratio
+    .venv/bin/python bench/bench_many_models.py --models 10000  # end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NAME = "bench_regions_model"
+
+
+def bench_config(folder: Path, models: int, days: int) -> Path:
+    config = {
+        "parallel": {"error_threshold": 0},
+        "use_cases": [
+            {
+                "model_name": NAME,
+                "task": "forecasting",
+                "data": {"generator": "energy", "partitions": models, "days": days, "seed": 7, "start": "2017-06-01"},
+                "columns": ["timeStamp", "region", "demand", "precip", "temp"],
+                "label": "demand",
+                "time_column": "timeStamp",
+                "horizon": 48,
+                "partition_columns": ["region"],
+                "automl": {
+                    "time_budget_s": 1,
+                    "metric": "mape",
+                    "estimators": ["lgbm"],
+                    "fast_path": {"enabled": True, "estimator": "ridge", "min_partitions": 0},
+                },
+                "evaluation": {"metric": "mape", "direction": "minimize"},
+                "checks": {"min_rows": 168},
+            }
+        ],
+    }
+    path = folder / "config.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+class TreeMemory:
+    """Peak summed RSS of this process and all its descendants, sampled every `interval` seconds (psutil)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        try:
+            import psutil  # noqa: F401
+        except ImportError:
+            return self
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def step(module: str, env: dict[str, str], *args: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", f"ml_service.pipelines.steps.{module}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{module} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    last = [line for line in done.stdout.splitlines() if line.strip()][-1:]
+    print(f"  {module:<12} {seconds:7.2f} s   {last[0] if last else ''}", flush=True)
+    return seconds
+
+
+def bare_loop(config_path: Path, prepared: Path) -> tuple[float, float, int]:
+    """Seconds for the whole loop, seconds spent fitting, models fitted."""
+    from ff.config import load_pipeline_config
+    from ff.prepare import read_prepared
+    from ff.train_automl import fast_pipeline, regression_metrics, split_holdout
+    from ml_service.pipelines.many_models import read_plan
+
+    use_case = load_pipeline_config(config_path).get(NAME)
+    tasks = read_plan(prepared)
+    columns = list(use_case.input_columns)
+    fitting = 0.0
+    started = time.perf_counter()
+    for task in tasks:
+        frame = read_prepared(prepared / task.data_file, use_case)
+        train, holdout = split_holdout(frame, use_case)
+        t0 = time.perf_counter()
+        model = fast_pipeline(use_case).fit(train[columns], train[use_case.label].to_numpy(dtype=float))
+        fitting += time.perf_counter() - t0
+        predicted = model.predict(holdout[columns])
+        regression_metrics(holdout[use_case.label].to_numpy(dtype=float), predicted, with_mape=True)
+    return time.perf_counter() - started, fitting, len(tasks)
+
+
+def seed_registry(local: Path) -> None:
+    """An empty, migrated MLflow store (what a first run creates; creating its tables is not what we measure)."""
+    from mlflow.tracking import MlflowClient
+
+    local.mkdir(parents=True, exist_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{local / 'mlflow.db'}").search_experiments()
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """ru_maxrss (KiB on Linux) of this process and of the largest waited-for descendant."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=2000, help="partitions (default %(default)s)")
+    parser.add_argument("--days", type=int, default=21, help="hours of data per partition / 24 (default %(default)s)")
+    parser.add_argument("--end-to-end", action="store_true", help="time prepare→register only (default for ≥ 5000)")
+    parser.add_argument("--workers", type=int, default=0, help="MAX_WORKERS for the train step (0: one per core)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    end_to_end = args.end_to_end or args.models >= 5000
+
+    work = Path(tempfile.mkdtemp(prefix="bench-many-models-"))
+    local = work / "local"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOCAL_DIR": str(local),
+        "MAX_WORKERS": str(args.workers),
+        "MLFLOW_TRACKING_URI": "",
+        "DASK_SCHEDULER_ADDRESS": "",
+    }
+    os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
+    config = bench_config(work, args.models, args.days)
+    c = ["--config", str(config)]
+    prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))
+    print(
+        f"bench: {args.models} partitions x {args.days * 24} hours, fast ridge pipeline, {os.cpu_count()} cores, "
+        f"python {sys.version.split()[0]}, work folder {work}",
+        flush=True,
+    )
+    if sys.flags.dont_write_bytecode:
+        print("bench: note: PYTHONDONTWRITEBYTECODE is set: every step process compiles its imports again")
+    try:
+        seed_registry(local)
+        with TreeMemory() as memory:
+            started = time.perf_counter()
+            prep = step("ff_prepare", env, *c, "--output", str(prepared))
+            full_started = time.perf_counter()
+            train = step("ff_train", env, *c, "--prepared", str(prepared), "--output", str(trained))
+            evaluate = step("ff_evaluate", env, *c, "--trained", str(trained), "--output", str(decisions))
+            register = step(
+                "ff_register",
+                env,
+                *c,
+                *("--trained", str(trained), "--decisions", str(decisions), "--output", str(registered)),
+            )
+            full = time.perf_counter() - full_started
+            total = time.perf_counter() - started
+        summary = json.loads((trained / "train_summary.json").read_text())["results"]
+        failed = sum(r["status"] == "failed" for r in summary)
+        own, child = peak_rss_mb()
+        print(f"full path (train + evaluate + register): {full:.2f} s for {len(summary)} models, {failed} failed")
+        print(f"  per model: {1000 * full / len(summary):.2f} ms; train step {1000 * train / len(summary):.2f} ms")
+        if end_to_end:
+            verdict = "meets" if total < 180 else "misses"
+            print(f"end to end (prepare + train + evaluate + register): {total:.1f} s ({verdict} the 3 min target)")
+            steps = f"prepare {prep:.1f} s, train {train:.1f} s, evaluate {evaluate:.1f} s, register {register:.1f} s"
+            print(f"  steps: {steps}")
+            tree = f", process tree summed {memory.peak / 2**20:.0f} MB" if memory.peak else ""
+            print(f"peak memory: largest process {max(own, child):.0f} MB (ru_maxrss){tree}")
+            return 0
+        bare, fitting, n = bare_loop(config, prepared)
+        print(f"bare sequential loop (read, split, fit, predict, metrics): {bare:.2f} s for {n} models")
+        print(f"  of which fitting {fitting:.2f} s; per model {1000 * bare / n:.2f} ms")
+        ratio = bare / full
+        verdict = "meets" if ratio >= 1.6 else "misses"
+        print(f"ratio bare / full = {ratio:.2f}x ({verdict} the 1.6x target)")
+        print(f"  train step alone: {bare / train:.2f}x the bare loop's speed")
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
