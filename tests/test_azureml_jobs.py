@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.pipelines.azureml import automl, builder, environment, registry_check
+from ml_service.pipelines.azureml import builder, environment, ff_automl, registry_check
 from ml_service.pipelines.azureml.job_yaml import load_back, write_job_yaml
 from ml_service.pipelines.azureml.run_pipeline import parallel_settings
 from ml_service.pipelines.catalog import training_pipeline
@@ -213,14 +213,14 @@ def test_ff_automl_jobs_pass_sdk_validation(tmp_path):
     for case in config.use_cases:
         data = tmp_path / case.model_name
         data.mkdir()
-        (data / "MLTable").write_text(automl.MLTABLE)
-        job = automl.build_automl_job(case, data, "cpu-cluster", "ff-automl")
-        assert automl.automl_validation_errors(job) == {}, case.model_name
+        (data / "MLTable").write_text(ff_automl.MLTABLE)
+        job = ff_automl.build_automl_job(case, data, "cpu-cluster", "ff-automl")
+        assert ff_automl.automl_validation_errors(job) == {}, case.model_name
         assert job.task_type.value.lower() == case.task and job.target_column_name == case.label
-        assert job.primary_metric.value == automl.PRIMARY_METRIC[case.automl.metric]
-        assert job.limits.timeout_minutes >= automl.MIN_TIMEOUT_MINUTES
+        assert job.primary_metric.value == ff_automl.PRIMARY_METRIC[case.automl.metric]
+        assert job.limits.timeout_minutes >= ff_automl.MIN_TIMEOUT_MINUTES
         allowed = [a.value if hasattr(a, "value") else a for a in job.training.allowed_training_algorithms]
-        assert allowed == automl.allowed_algorithms(case.automl.estimators)
+        assert allowed == ff_automl.allowed_algorithms(case.automl.estimators)
         if case.task == "forecasting":
             fs = job.forecasting_settings
             assert fs.time_column_name == case.time_column and fs.forecast_horizon == case.horizon

@@ -24,11 +24,10 @@ from ml_service.pipelines.azureml.builder import (
     validation_errors,
 )
 from ml_service.pipelines.azureml.environment import build_environment, stage_code
+from ml_service.pipelines.catalog import MANY_MODELS_CONFIGS, is_many_models
 from ml_service.pipelines.definition import PIPELINE_INPUT
 from ml_service.util.env_variables import Settings, SettingsError, load_settings
 
-FF = "ff"
-FF_CONFIG = Path("ff") / "pipeline_config.json"
 WORKSPACE_VARIABLES = "AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME"
 
 
@@ -44,26 +43,26 @@ class RenderedJob:
 
 
 def parallel_settings(project_root: Path, use_case: str) -> ParallelSettings:
-    """ff: the `parallel` section of ff/pipeline_config.json (validated by ff.config); otherwise the defaults."""
-    if use_case != FF:
+    """Many-models use cases: the `parallel` section of their pipeline config; otherwise the defaults."""
+    if not is_many_models(use_case):
         return ParallelSettings()
     from ff.config import ConfigError, load_pipeline_config
 
     try:
-        section = getattr(load_pipeline_config(project_root / FF_CONFIG), "parallel", None)
+        section = getattr(load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]), "parallel", None)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     if section is None:
         return ParallelSettings()
     values = dataclasses.asdict(section)
-    return ParallelSettings.from_mapping(values, f"{FF_CONFIG}: parallel")
+    return ParallelSettings.from_mapping(values, f"{MANY_MODELS_CONFIGS[use_case]}: parallel")
 
 
 def model_names(use_case: str, project_root: Path) -> tuple[str, ...]:
-    if use_case == FF:
+    if is_many_models(use_case):
         from ff.config import load_pipeline_config
 
-        return load_pipeline_config(project_root / FF_CONFIG).names
+        return load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]).names
     from ml_service.pipelines.steps.common import load_use_case
 
     return (load_use_case(use_case).load_parameters().model_name,)
@@ -114,18 +113,18 @@ def render_pipeline(
 
 
 def render_automl(use_case: str, settings: Settings, workdir: Path) -> list[RenderedJob]:
-    if use_case != FF:
-        raise UsageError(f"--automl is for the ff use cases (--use-case {FF}), not {use_case}")
+    if not is_many_models(use_case):
+        raise UsageError(f"--automl is for many-models use cases ({', '.join(MANY_MODELS_CONFIGS)}), not {use_case}")
     from ff.config import load_pipeline_config
-    from ml_service.pipelines.azureml.automl import build_automl_job, write_training_data
+    from ml_service.pipelines.azureml.ff_automl import build_automl_job, write_training_data
 
     root = settings.project_root.resolve()
-    config = load_pipeline_config(root / FF_CONFIG)
+    config = load_pipeline_config(root / MANY_MODELS_CONFIGS[use_case])
     jobs = []
     for case in config.use_cases:
         folder = write_training_data(case, workdir / "automl" / case.model_name, workdir / "datastore")
         job = build_automl_job(
-            case, folder, settings.aml_compute_cluster_name, f"{FF}-automl", _tags(settings, use_case)
+            case, folder, settings.aml_compute_cluster_name, f"{use_case}-automl", _tags(settings, use_case)
         )
         jobs.append(RenderedJob(f"automl-{case.model_name}", job, ()))
     return jobs
@@ -141,7 +140,7 @@ def _tags(settings: Settings, use_case: str) -> dict[str, str]:
 
 
 def check(rendered: RenderedJob) -> None:
-    from ml_service.pipelines.azureml.automl import automl_validation_errors
+    from ml_service.pipelines.azureml.ff_automl import automl_validation_errors
 
     is_automl = rendered.name.startswith("automl-")
     errors = automl_validation_errors(rendered.job) if is_automl else validation_errors(rendered.job)
@@ -218,9 +217,9 @@ def submit(rendered: list[RenderedJob], settings: Settings, wait: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--use-case", required=True, help=f"diabetes_regression, {FF}, or another use case")
+    parser.add_argument("--use-case", required=True, help="a use case package or a many-models group")
     parser.add_argument("--steps", help="comma-separated steps to run (default: all), e.g. prepare")
-    parser.add_argument("--automl", action="store_true", help=f"{FF}: Azure ML AutoML jobs instead of the pipeline")
+    parser.add_argument("--automl", action="store_true", help="many-models groups: AutoML jobs instead of the pipeline")
     parser.add_argument("--wait", action="store_true", help="stream the job; fail if it fails or registers nothing")
     parser.add_argument("--dry-run", action="store_true", help="write the job YAML to --output; no credentials")
     parser.add_argument("--output", type=Path, help="dry-run folder (default: <LOCAL_DIR>/azureml/<use case>)")

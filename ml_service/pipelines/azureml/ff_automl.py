@@ -1,7 +1,7 @@
 """ff use cases as Azure ML AutoML jobs (cloud mode): forecasting or regression, from the use case's config.
 
 Locally (and in the parallel job) ff trains with FLAML; this is the alternative where Azure ML's AutoML
-service searches the models. Mapping from `ff/pipeline_config.json`:
+service searches the models. Mapping from the use case in its pipeline config:
 
 | config | AutoML job |
 | --- | --- |
