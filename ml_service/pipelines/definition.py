@@ -59,9 +59,7 @@ class PipelineSpec:
                 known = binding.source == PIPELINE_INPUT and binding.name in self.inputs
                 earlier = binding.source in seen and binding.name in self.step(binding.source).outputs
                 if not (known or earlier):
-                    raise ValueError(
-                        f"pipeline {self.name}: step {step.name} input {key} <- {binding}: no such output"
-                    )
+                    raise ValueError(f"pipeline {self.name}: step {step.name} input {key} <- {binding}: no such output")
             seen.add(step.name)
 
     def step(self, name: str) -> StepSpec:

@@ -265,3 +265,13 @@ def check_error_threshold(results: Sequence[ModelResult], threshold: int) -> Non
         raise TooManyFailures(
             f"{len(failed)} of {len(results)} models failed, error threshold {threshold}: {shown}{more}"
         )
+
+
+def read_training_summary(trained_dir: Path, summary_file: str) -> dict[str, Any]:
+    """The train step's summary; when it has none (an Azure ML parallel job writes only the model folders),
+    rebuilt from every model's result.json, with no training runs."""
+    summary_path = trained_dir / summary_file
+    if summary_path.is_file():
+        return read_json(summary_path)
+    results = [read_json(path) for path in sorted((trained_dir / MODELS_DIR).rglob(RESULT_FILE))]
+    return {"results": results, "runs": {}}

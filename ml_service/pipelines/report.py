@@ -47,18 +47,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def use_case_section(
-    name: str, results: list[dict], decision: dict, registered: dict, trained_dir: Path
-) -> str:
+def use_case_section(name: str, results: list[dict], decision: dict, registered: dict, trained_dir: Path) -> str:
     metric = decision["metric"]
     counts = Counter(r["status"] for r in results)
     promoted = sum(d["promote"] for d in decision["models"].values())
     parts = [f"<h2>{html.escape(name)}</h2>"]
-    outcome = (
-        f"registered version {registered['version']}"
-        if registered.get("registered")
-        else "nothing registered"
-    )
+    outcome = f"registered version {registered['version']}" if registered.get("registered") else "nothing registered"
     parts.append(
         _table(
             ["models", "trained", "unchanged", "failed", "promoted", "kept", "registry"],
@@ -88,10 +82,7 @@ def use_case_section(
     failures = [[r["model_id"], r["error"]] for r in results if r["status"] == "failed"]
     if failures:
         parts.append("<h3>Failures</h3>" + _table(["model", "error"], failures))
-    rows = [
-        [m, "promoted" if d["promote"] else "kept production", d["reason"]]
-        for m, d in decision["models"].items()
-    ]
+    rows = [[m, "promoted" if d["promote"] else "kept production", d["reason"]] for m, d in decision["models"].items()]
     parts.append("<h3>Promotion decisions</h3>" + _table(["model", "decision", "why"], rows[:50]))
     if len(rows) > 50:
         parts.append(f"<p>... and {len(rows) - 50} more (see decisions.json)</p>")

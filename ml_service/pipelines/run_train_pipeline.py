@@ -41,9 +41,7 @@ def run_pipeline(
     outputs: dict[str, dict[str, Path]] = {}
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(project_root.resolve()), os.environ.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root.resolve()), os.environ.get("PYTHONPATH")])),
     }
     print(f"pipeline {spec.name}: {len(spec.steps)} steps, outputs in {run_dir}", flush=True)
     for number, step in enumerate(spec.steps, start=1):
@@ -74,12 +72,8 @@ def run_pipeline(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--use-case", default="diabetes_regression", help="use case to train (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--run-dir", type=Path, help="folder for step outputs (default: local/runs/<use case>/<time>)"
-    )
+    parser.add_argument("--use-case", default="diabetes_regression", help="use case to train (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, help="folder for step outputs (default: local/runs/<use case>/<time>)")
     parser.add_argument("--raw-data", help="override the pipeline's raw data file (single-model use cases)")
     parser.add_argument(
         "--in-process", action="store_true", help="run the steps in this process instead of one process each"
@@ -97,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         # one stable folder, so a rerun after an interruption resumes instead of starting over
         run_dir = settings.local_path / "runs" / args.use_case / "current"
     else:
-        run_dir = (
-            settings.local_path / "runs" / args.use_case / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        )
+        run_dir = settings.local_path / "runs" / args.use_case / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     try:
         overrides = {"raw_data": args.raw_data} if args.raw_data else None
         run_pipeline(spec, run_dir, overrides, settings.project_root, args.in_process)

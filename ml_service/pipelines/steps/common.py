@@ -64,9 +64,7 @@ def step_parser(
     for name in inputs:
         parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=f"input: {name}")
     for name in outputs:
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=Path, required=True, help=f"output folder: {name}"
-        )
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=f"output folder: {name}")
     return parser
 
 

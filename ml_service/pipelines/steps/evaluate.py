@@ -24,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         client = connect(settings)
         current = production_model(client, params.model_name, settings.production_alias)
         if not settings.run_evaluation:
-            decision = use_case.evaluate.Decision(
-                True, "evaluation disabled (RUN_EVALUATION=false), promoting"
-            )
+            decision = use_case.evaluate.Decision(True, "evaluation disabled (RUN_EVALUATION=false), promoting")
         else:
             decision = use_case.evaluate.decide_promotion(
                 trained["metrics"],

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ml_service.pipelines.many_models import read_training_summary
 from ml_service.pipelines.steps.common import run_step
 from ml_service.pipelines.steps.ff_prepare import parser
 from ml_service.pipelines.steps.ff_train import SUMMARY_FILE
 from ml_service.util.env_variables import load_settings
-from ml_service.util.files import read_json, write_json
+from ml_service.util.files import write_json
 
 DECISIONS_FILE = "decisions.json"
 
@@ -49,9 +50,7 @@ def production_metrics(
         return None, {}
     manifest = read_set_manifest(client, current, scratch / name)
     if manifest is None:
-        metrics = {
-            k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.")
-        }
+        metrics = {k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.")}
         return current.version, {name: metrics}
     return current.version, {f"{name}/{key}": entry["metrics"] for key, entry in manifest["models"].items()}
 
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_pipeline_config(args.config)
         settings = load_settings()
         client = connect(settings)
-        results = read_json(args.trained / SUMMARY_FILE)["results"]
+        results = read_training_summary(args.trained, SUMMARY_FILE)["results"]
         decisions: dict[str, Any] = {}
         for name in sorted({r["model_name"] for r in results}):
             evaluation = config.get(name).evaluation

@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = parser(__doc__.splitlines()[0])
     cli.add_argument("--output", type=Path, required=True, help="output folder: prepared data and plan")
     cli.add_argument("--datastore", type=Path, help="raw data folder (default: <LOCAL_DIR>/datastore)")
-    cli.add_argument(
-        "--partitions", type=int, help="override the partition count of generated partitioned data"
-    )
+    cli.add_argument("--partitions", type=int, help="override the partition count of generated partitioned data")
     cli.add_argument("--only", help="comma-separated model names to prepare (default: every use case)")
     args = cli.parse_args(argv)
 
@@ -45,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.only.split(",")) if args.only else set(config.names)
         unknown = wanted - set(config.names)
         if unknown:
-            raise ValueError(
-                f"--only: unknown model name(s) {sorted(unknown)}; known: {', '.join(config.names)}"
-            )
+            raise ValueError(f"--only: unknown model name(s) {sorted(unknown)}; known: {', '.join(config.names)}")
         tasks = []
         for use_case in config.use_cases:
             if use_case.model_name not in wanted:
@@ -55,18 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             spec = use_case.data.generator
             if args.partitions and spec is not None and use_case.partition_columns:
                 generator = dataclasses.replace(spec, partitions=args.partitions)
-                use_case = dataclasses.replace(
-                    use_case, data=dataclasses.replace(use_case.data, generator=generator)
-                )
+                use_case = dataclasses.replace(use_case, data=dataclasses.replace(use_case.data, generator=generator))
             raw = materialize_raw_data(use_case, datastore)
             try:
                 files = prepare_file(raw, args.output / use_case.model_name, use_case)
             except DataValidationError as exc:
                 raise ValueError(f"{use_case.model_name}: {exc}") from None
             fast = use_fast_path(use_case, len(files)) if use_case.partition_columns else False
-            tasks += plan_use_case(
-                use_case, files, args.output, config_hash(use_case), fast, PLOTS_PER_USE_CASE
-            )
+            tasks += plan_use_case(use_case, files, args.output, config_hash(use_case), fast, PLOTS_PER_USE_CASE)
             print(f"ff_prepare: {use_case.model_name}: {len(files)} model(s) from {raw}", flush=True)
         write_plan(args.output, tasks)
         print(f"ff_prepare: {len(tasks)} model(s) planned in {args.output}")

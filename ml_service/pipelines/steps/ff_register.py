@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ml_service.pipelines.many_models import model_folder
+from ml_service.pipelines.many_models import model_folder, read_training_summary
 from ml_service.pipelines.report import write_report
 from ml_service.pipelines.steps.common import run_step
 from ml_service.pipelines.steps.ff_evaluate import DECISIONS_FILE
@@ -87,9 +87,16 @@ def build_set_folder(
     return read_manifest(folder)
 
 
-def register_single(
-    client: Any, settings: Settings, name: str, run_id: str, result: dict, folder: Path
-) -> str:
+def registration_run(client: Any, settings: Settings, name: str) -> str:
+    """A run to hold the registered files when training logged none (models trained by an Azure ML parallel job)."""
+    from ml_service.registry.mlflow_registry import ensure_experiment
+
+    run = client.create_run(ensure_experiment(client, "ff", settings), run_name=f"{name}-register")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def register_single(client: Any, settings: Settings, name: str, run_id: str, result: dict, folder: Path) -> str:
     from ml_service.registry.mlflow_registry import register_version
 
     client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_pipeline_config(args.config)
         settings = load_settings()
         client = connect(settings)
-        summary = read_json(args.trained / SUMMARY_FILE)
+        summary = read_training_summary(args.trained, SUMMARY_FILE)
         results = {r["model_id"]: r for r in summary["results"]}
         all_decisions = read_json(args.decisions / DECISIONS_FILE)
         registered: dict[str, Any] = {}
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for version in remove_interrupted_versions(client, name):
                 print(f"ff_register: {name}: removed version {version} left pending by an interrupted registration")
             promoted = [m for m, d in decision["models"].items() if d["promote"]]
-            run_id = summary["runs"][name]
+            run_id = summary["runs"].get(name) or registration_run(client, settings, name)
             if not promoted:
                 registered[name] = {"registered": False, "reason": "no model better than production"}
                 print(f"ff_register: {name}: nothing registered (no model better than production)")
@@ -192,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({len(promoted)} promoted), aliased '{settings.production_alias}'"
             )
         write_json(args.output / REGISTERED_FILE, registered)
-        report = write_report(
-            args.output / REPORT_FILE, summary["results"], all_decisions, registered, args.trained
-        )
+        report = write_report(args.output / REPORT_FILE, summary["results"], all_decisions, registered, args.trained)
         print(f"ff_register: report written to {report.resolve()}")
 
     return run_step("ff_register", body)

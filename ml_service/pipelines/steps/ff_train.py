@@ -83,18 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     cli = parser(__doc__.splitlines()[0])
     cli.add_argument("--prepared", type=Path, required=True, help="input: ff_prepare output")
     cli.add_argument("--output", type=Path, required=True, help="output folder: trained models")
-    cli.add_argument(
-        "--error-threshold", type=int, help="failed models tolerated (-1: any); default from config"
-    )
+    cli.add_argument("--error-threshold", type=int, help="failed models tolerated (-1: any); default from config")
     args = cli.parse_args(argv)
 
     def body() -> None:
         from ff.config import load_pipeline_config
 
         config = load_pipeline_config(args.config)
-        threshold = (
-            args.error_threshold if args.error_threshold is not None else config.parallel.error_threshold
-        )
+        threshold = args.error_threshold if args.error_threshold is not None else config.parallel.error_threshold
         settings = load_settings()
         tasks = read_plan(args.prepared)
         where = (

@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 "alias": settings.production_alias,
             },
         )
-        print(
-            f"register: {name} version {version.version} registered and aliased '{settings.production_alias}'"
-        )
+        print(f"register: {name} version {version.version} registered and aliased '{settings.production_alias}'")
 
     return run_step("register", body)
 
