@@ -7,6 +7,7 @@ production" is an alias on one version; moving the alias is always the last writ
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class ProductionModel:
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store (creating the local folder on first use) and return a client."""
     uri = settings.tracking_uri
+    # progress bars per artifact download flood the logs of pipelines that read model sets
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

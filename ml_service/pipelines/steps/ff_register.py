@@ -96,43 +96,34 @@ def registration_run(client: Any, settings: Settings, name: str) -> str:
     return run.info.run_id
 
 
-def register_single(client: Any, settings: Settings, name: str, run_id: str, result: dict, folder: Path) -> str:
+def register_folder(
+    client: Any, settings: Settings, name: str, run_id: str, folder: Path, artifact: str, tags: dict[str, str]
+) -> str:
+    """Log the folder to the run and register it with lineage tags; the production alias moves last."""
     from ml_service.registry.mlflow_registry import register_version
 
-    client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT)
-    tags = {
+    client.log_artifacts(run_id, str(folder), artifact)
+    lineage = {
         "run_id": run_id,
+        "git_commit": git_commit(),
+        "build_id": settings.build_id,
+        "build_uri": settings.build_uri,
+    }
+    tags = {k: v for k, v in {**lineage, **tags}.items() if v}
+    return str(register_version(client, name, run_id, artifact, tags, settings.production_alias).version)
+
+
+def single_model_tags(result: dict[str, Any]) -> dict[str, str]:
+    return {
         "data_hash": result["data_hash"],
         "config_hash": result["config_hash"],
         "estimator": result["estimator"],
-        "git_commit": git_commit(),
-        "build_id": settings.build_id,
-        "build_uri": settings.build_uri,
         **{f"metric.{k}": repr(float(v)) for k, v in result["metrics"].items()},
     }
-    tags = {k: v for k, v in tags.items() if v}
-    version = register_version(client, name, run_id, MODEL_ARTIFACT, tags, settings.production_alias)
-    return str(version.version)
 
 
-def register_set(
-    client: Any, settings: Settings, name: str, run_id: str, manifest: dict, folder: Path, promoted: int
-) -> str:
-    from ml_service.registry.mlflow_registry import register_version
-
-    client.log_artifacts(run_id, str(folder), SET_ARTIFACT)
-    tags = {
-        "kind": "model_set",
-        "run_id": run_id,
-        "models": str(len(manifest["models"])),
-        "promoted": str(promoted),
-        "git_commit": git_commit(),
-        "build_id": settings.build_id,
-        "build_uri": settings.build_uri,
-    }
-    tags = {k: v for k, v in tags.items() if v}
-    version = register_version(client, name, run_id, SET_ARTIFACT, tags, settings.production_alias)
-    return str(version.version)
+def model_set_tags(manifest: dict[str, Any], promoted: int) -> dict[str, str]:
+    return {"kind": "model_set", "models": str(len(manifest["models"])), "promoted": str(promoted)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ff_register: {name}: nothing registered (no model better than production)")
                 continue
             if not config.get(name).partition_columns:
-                version = register_single(
-                    client, settings, name, run_id, results[name], model_folder(args.trained, name)
+                folder = model_folder(args.trained, name)
+                version = register_folder(
+                    client, settings, name, run_id, folder, MODEL_ARTIFACT, single_model_tags(results[name])
                 )
                 registered[name] = {"registered": True, "version": version, "models": 1}
                 alias = settings.production_alias
@@ -192,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.trained,
                 production_folder,
             )
-            version = register_set(client, settings, name, run_id, manifest, folder, len(promoted))
+            tags = model_set_tags(manifest, len(promoted))
+            version = register_folder(client, settings, name, run_id, folder, SET_ARTIFACT, tags)
             registered[name] = {"registered": True, "version": version, "models": len(manifest["models"])}
             print(
                 f"ff_register: {name} version {version}: model set of {len(manifest['models'])} "
