@@ -1,0 +1,33 @@
+"""The last stage of `make run`: serve a package on 127.0.0.1, smoke-test it, stop it."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from ml_service.scoring.package import main as package_main
+from tests.conftest import run_module
+from tests.test_scoring_support import free_port, register_standard_models
+
+pytestmark = pytest.mark.slow
+
+
+def test_serves_smoke_tests_and_stops(settings, tmp_path, capsys):
+    register_standard_models(settings, tmp_path)
+    assert package_main(["--output", str(tmp_path / "ctx")]) == 0, capsys.readouterr().err
+    port = free_port()
+    result = run_module(
+        "ml_service.util.serve_and_smoke_test", "--package", str(tmp_path / "ctx"), "--port", str(port), timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"http://127.0.0.1:{port}" in result.stdout
+    assert "ok   diabetes_model" in result.stdout and "smoke test passed" in result.stdout
+    with socket.socket() as probe:  # the service was stopped
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_missing_package_is_one_line():
+    result = run_module("ml_service.util.serve_and_smoke_test", "--package", "no/such/folder")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: package folder no/such/folder not found: run 'make package' first"
