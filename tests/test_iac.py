@@ -106,9 +106,7 @@ def test_every_skipped_check_says_why(scans):
 
 def test_bicep_and_terraform_create_the_same_resources():
     bicep = (REPO / "environment_setup/iac/bicep/main.bicep").read_text(encoding="utf-8")
-    terraform = "".join(
-        p.read_text(encoding="utf-8") for p in (REPO / "environment_setup/iac/terraform").glob("*.tf")
-    )
+    terraform = "".join(p.read_text(encoding="utf-8") for p in (REPO / "environment_setup/iac/terraform").glob("*.tf"))
     pairs = {
         "Microsoft.MachineLearningServices/workspaces": "azurerm_machine_learning_workspace",
         "Microsoft.Storage/storageAccounts": "azurerm_storage_account",
@@ -116,11 +114,31 @@ def test_bicep_and_terraform_create_the_same_resources():
         "Microsoft.Insights/components": "azurerm_application_insights",
         "Microsoft.OperationalInsights/workspaces": "azurerm_log_analytics_workspace",
         "Microsoft.ContainerRegistry/registries": "azurerm_container_registry",
+        "Microsoft.ManagedIdentity/userAssignedIdentities": "azurerm_user_assigned_identity",
+        "Microsoft.Authorization/roleAssignments": "azurerm_role_assignment",
     }
     for arm_type, tf_type in pairs.items():
         assert f"'{arm_type}@" in bicep, arm_type
         assert f'resource "{tf_type}"' in terraform, tf_type
     assert (REPO / "environment_setup/iac/bicep/main.parameters.json").is_file()
+
+
+def test_both_flavours_give_aci_a_pull_identity_with_acr_pull():
+    """The registry's admin user is off: ACI pulls with a user-assigned identity that has AcrPull on it."""
+    bicep = (REPO / "environment_setup/iac/bicep/main.bicep").read_text(encoding="utf-8")
+    main_tf = (REPO / "environment_setup/iac/terraform/main.tf").read_text(encoding="utf-8")
+    outputs_tf = (REPO / "environment_setup/iac/terraform/outputs.tf").read_text(encoding="utf-8")
+    assert "adminUserEnabled: false" in bicep and "admin_enabled       = false" in main_tf
+    assert "name: 'id-${baseName}-aci-pull'" in bicep
+    assert "acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'" in bicep  # built-in AcrPull
+    assert "scope: registry" in bicep and "principalId: aciPullIdentity.properties.principalId" in bicep
+    assert "output aciPullIdentityId string = aciPullIdentity.id" in bicep
+    assert 'name                = "id-${var.base_name}-aci-pull"' in main_tf
+    role = main_tf.split('resource "azurerm_role_assignment" "aci_pull"', 1)[1].split("}", 1)[0]
+    assert "scope                = azurerm_container_registry.main.id" in role
+    assert 'role_definition_name = "AcrPull"' in role
+    assert "principal_id         = azurerm_user_assigned_identity.aci_pull.principal_id" in role
+    assert 'output "aci_pull_identity_id"' in outputs_tf and "azurerm_user_assigned_identity.aci_pull.id" in outputs_tf
 
 
 def test_install_requirements_matches_the_makefile():

@@ -144,6 +144,27 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
   }
 }
 
+// Identity that Azure Container Instances pull the scoring image with (the registry's admin user is off):
+// `python -m ml_service.scoring.deploy.aci --pull-identity <aciPullIdentityId>` (ACI_PULL_IDENTITY_ID).
+resource aciPullIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${baseName}-aci-pull'
+  location: location
+  tags: tags
+}
+
+// Built-in role AcrPull, granted to that identity on the registry only.
+var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+
+resource aciPullRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, aciPullIdentity.id, acrPullRoleId)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', acrPullRoleId)
+    principalId: aciPullIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // The Azure ML workspace itself.
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' = {
   // checkov:skip=CKV_AZURE_243: No private endpoint: the template has no virtual network, so hosted agents submit jobs and register models over the public endpoint; access needs Entra ID.
@@ -168,3 +189,5 @@ output workspaceId string = workspace.id
 output containerRegistryLoginServer string = registry.properties.loginServer
 output storageAccountName string = storage.name
 output keyVaultName string = keyVault.name
+@description('Put it in the variable group as ACI_PULL_IDENTITY_ID (ACI pulls the scoring image with it).')
+output aciPullIdentityId string = aciPullIdentity.id

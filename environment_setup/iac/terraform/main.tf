@@ -111,6 +111,23 @@ resource "azurerm_container_registry" "main" {
   tags                = var.tags
 }
 
+# Identity that Azure Container Instances pull the scoring image with (the registry's admin user is off):
+# `python -m ml_service.scoring.deploy.aci --pull-identity <aci_pull_identity_id>` (ACI_PULL_IDENTITY_ID).
+resource "azurerm_user_assigned_identity" "aci_pull" {
+  name                = "id-${var.base_name}-aci-pull"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = var.tags
+}
+
+# AcrPull for that identity, on the registry only.
+resource "azurerm_role_assignment" "aci_pull" {
+  scope                = azurerm_container_registry.main.id
+  role_definition_name = "AcrPull"
+  principal_id         = azurerm_user_assigned_identity.aci_pull.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 # The Azure ML workspace itself.
 resource "azurerm_machine_learning_workspace" "main" {
   #checkov:skip=CKV_AZURE_144:Public network access on purpose: Microsoft-hosted agents submit jobs and register models without a VNet; access needs Entra ID through the service connection.

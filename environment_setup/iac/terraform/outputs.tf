@@ -22,6 +22,11 @@ output "key_vault_name" {
   value = azurerm_key_vault.main.name
 }
 
+output "aci_pull_identity_id" {
+  description = "Put it in the variable group as ACI_PULL_IDENTITY_ID (ACI pulls the scoring image with it)."
+  value       = azurerm_user_assigned_identity.aci_pull.id
+}
+
 output "application_insights_connection_string" {
   description = "Put it in the variable group as the secret APPLICATIONINSIGHTS_CONNECTION_STRING."
   value       = azurerm_application_insights.main.connection_string
