@@ -231,6 +231,10 @@ def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
     assert container["image"] == f"myacr.azurecr.io/mlops/scoring:{tag}"
     assert {"name": "SCORING_API_KEY", "secureValue": "s3cret"} in container["environmentVariables"]
     assert group["location"] == "westeurope"
+    # Pulled with the user-assigned identity (the registry's admin user is off): in the group's identity and
+    # as the registry credential's identity, with no username or password.
+    assert group["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY: {}}}
+    assert group["properties"]["imageRegistryCredentials"] == [{"server": "myacr.azurecr.io", "identity": IDENTITY}]
     put_urls = [u for m, u, _, _ in transport.requests if m == "PUT"]
     assert any(
         u.startswith(
@@ -243,6 +247,13 @@ def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
     assert upload[3]["x-ms-blob-type"] == "BlockBlob" and upload[2][:2] == b"\x1f\x8b"  # gzip
     signed = [h.get("Authorization") for m, u, _, h in transport.requests if "management.azure.com" in u]
     assert signed and all(a == "Bearer fake-token" for a in signed)
+
+
+def test_aci_without_pull_identity_exit_2_before_any_request_network_edge_replaced(package, workspace_env, capsys):
+    transport = RecordingTransport(build_routes())
+    assert aci.main(["--package", str(package), "--name", "qa"], credential=FakeCredential(), transport=transport) == 2
+    assert "--pull-identity is required" in capsys.readouterr().err
+    assert transport.requests == []
 
 
 def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
