@@ -207,6 +207,19 @@ def _preload_training_modules() -> None:
     import ff.train_automl  # noqa: F401
 
 
+_THREAD_LIMITS: list[Any] = []
+
+
+def _one_thread_per_worker() -> None:
+    """A pool worker is one core's worth of work: BLAS/OpenMP thread pools in every worker oversubscribe the
+    cores (measured on 2 cores: 2 workers were slower than 1 until each was limited to one thread)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    _THREAD_LIMITS.append(threadpool_limits(limits=1))
+
+
 def remove_stale_staging(trained_dir: Path) -> list[Path]:
     """Delete the staging folders a killed run left behind; they are never results (only a complete folder is
     renamed into place), but they would pile up with each interruption. Call before any worker starts."""
@@ -249,7 +262,7 @@ def run_tasks(
         collect(train_batch(chunk, *args) for chunk in chunks)
     else:
         _preload_training_modules()  # forked workers inherit them instead of each importing them again
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_one_thread_per_worker) as pool:
             futures = [pool.submit(train_batch, chunk, *args) for chunk in chunks]
             collect(future.result() for future in as_completed(futures))
     order = {task.model_id: i for i, task in enumerate(tasks)}
