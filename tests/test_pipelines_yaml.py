@@ -178,10 +178,7 @@ def test_pipelines_and_templates_match_the_azure_pipelines_schema():
 def test_no_template_expression_keys():
     """`${{ if }}` / `${{ each }}` keys defeat the schema check: use `condition:` or parameters instead."""
     offenders = [
-        f"{_rel(p)}: {k}"
-        for p in SCHEMA_CHECKED
-        for k, _ in _walk(_load(p))
-        if isinstance(k, str) and "${{" in k
+        f"{_rel(p)}: {k}" for p in SCHEMA_CHECKED for k, _ in _walk(_load(p)) if isinstance(k, str) and "${{" in k
     ]
     assert not offenders, offenders
 
@@ -316,10 +313,39 @@ def test_make_targets_exist():
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([A-Za-z][\w-]*)\s*:", makefile, flags=re.MULTILINE))
     used = {
-        (_rel(path), target)
-        for path in YAML_FILES
-        for text in _strings(_load(path))
-        for target in MAKE.findall(text)
+        (_rel(path), target) for path in YAML_FILES for text in _strings(_load(path)) for target in MAKE.findall(text)
     }
     assert used, "the pipelines run no make target"
     assert not [u for u in used if u[1] not in targets], sorted(u for u in used if u[1] not in targets)
+
+
+def _steps_of_jobs(node):
+    """Every `steps:` list in a document (jobs, deployment strategies), recursively."""
+    for mapping in _mappings(node):
+        if isinstance(mapping.get("steps"), list):
+            yield mapping["steps"]
+
+
+def test_deployments_pass_what_their_target_needs():
+    """ACI pulls with the identity in ACI_PULL_IDENTITY_ID; an online endpoint's smoke test uses --package."""
+    aci_calls = [options for file, options in CALLS["ml_service.scoring.deploy.aci"]]
+    assert aci_calls and all("--pull-identity" in options for options in aci_calls)
+    endpoint_stages = 0
+    for path in YAML_FILES:
+        text = path.read_text(encoding="utf-8")
+        if "ml_service.scoring.deploy.aci" in text:
+            assert "--pull-identity $(ACI_PULL_IDENTITY_ID)" in text, _rel(path)
+        for steps in _steps_of_jobs(_load(path)):
+            commands = [s.get("parameters", {}).get("command", "") for s in steps if isinstance(s, dict)]
+            if not any("ml_service.scoring.deploy.online_endpoint" in c for c in commands):
+                continue
+            endpoint_stages += 1
+            downloads = [s for s in steps if isinstance(s, dict) and s.get("download") == "current"]
+            assert any(s.get("artifact") == "package" for s in downloads), _rel(path)
+            smoke = [
+                s for s in steps if isinstance(s, dict) and s.get("template") == "templates/smoke-test-template.yml"
+            ]
+            assert smoke and all(s["parameters"].get("packageDir") == "$(Pipeline.Workspace)/package" for s in smoke)
+    assert endpoint_stages >= 1
+    template = (REPO / ".pipelines/templates/smoke-test-template.yml").read_text(encoding="utf-8")
+    assert '--package "${{ parameters.packageDir }}"' in template
