@@ -14,13 +14,14 @@ help:
 	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
 	@echo "make lint | lock | clean"
 
-# A virtual environment with exactly the locked dependencies. uv comes from PyPI through pip, then installs the lock.
+# A virtual environment with exactly the locked dependencies. uv comes from PyPI through pip, then installs the lock,
+# compiled to bytecode once (start-up of every step process is seconds faster, also where PYTHONDONTWRITEBYTECODE is set).
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or pass PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@rm -f $(VENV)/.installed-*
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
-	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
 	@touch $@
 
 setup: $(STAMP)
