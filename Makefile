@@ -57,7 +57,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Parts of `make test`, runnable alone.
 pipelines-check: setup
