@@ -81,8 +81,7 @@ def validate_name(name: str, reserved: Iterable[str] = RESERVED, installed: Iter
     bad = sorted({c for c in name if not (c.islower() and c.isascii() or c.isdigit() or c == "_")})
     if bad:
         return (
-            f"invalid name {name!r}: it contains {''.join(bad)!r}; "
-            "use only lowercase letters, digits and underscores"
+            f"invalid name {name!r}: it contains {''.join(bad)!r}; use only lowercase letters, digits and underscores"
         )
     if keyword.iskeyword(name):
         return f"invalid name {name!r}: it is a Python keyword"
@@ -191,9 +190,7 @@ def drop_makefile(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
             i += 1
             continue
         j = i + 1
-        while j < len(logical) and (
-            logical[j].startswith("\t") or (logical[j].strip().startswith("#") and False)
-        ):
+        while j < len(logical) and logical[j].startswith("\t"):
             j += 1
         targets = m.group(1).split()
         recipe = logical[i + 1 : j]
@@ -335,9 +332,7 @@ def drop_markdown(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
             level = len(h.group(1))
             end = i + 1
             while end < len(lines) and not (
-                not fence[end]
-                and heading.match(lines[end])
-                and len(heading.match(lines[end]).group(1)) <= level
+                not fence[end] and heading.match(lines[end]) and len(heading.match(lines[end]).group(1)) <= level
             ):
                 end += 1
             for k in range(i, end):
@@ -398,9 +393,7 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
             return starts[line - 1] + col
 
         def seg(node: ast.AST, source: bytes = source) -> str:
-            return source[
-                pos(node.lineno, node.col_offset) : pos(node.end_lineno, node.end_col_offset)
-            ].decode()
+            return source[pos(node.lineno, node.col_offset) : pos(node.end_lineno, node.end_col_offset)].decode()
 
         edits: list[tuple[int, int, str]] = []
         for node in ast.walk(tree):
@@ -411,9 +404,7 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
                         inner = "\n".join(seg(s) for s in stmt.body)
                         if ref.search(inner) or ref.search(stmt.name):
                             first = min([stmt.lineno] + [d.lineno for d in stmt.decorator_list])
-                            edits.append(
-                                (starts[first - 1], pos(stmt.end_lineno, stmt.end_col_offset), stmt.name)
-                            )
+                            edits.append((starts[first - 1], pos(stmt.end_lineno, stmt.end_col_offset), stmt.name))
                     elif isinstance(node, ast.Module) and isinstance(stmt, ast.Assign | ast.AnnAssign):
                         if ref.search(seg(stmt)):
                             edits.append(
@@ -426,9 +417,7 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
             if isinstance(node, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 if any(FF_PATH_PART.match(m.split(".")[0]) and ref.search(m) for m in mods):
-                    edits.append(
-                        (starts[node.lineno - 1], pos(node.end_lineno, node.end_col_offset), "import")
-                    )
+                    edits.append((starts[node.lineno - 1], pos(node.end_lineno, node.end_col_offset), "import"))
             elts: list[ast.AST] = []
             if isinstance(node, ast.List | ast.Tuple | ast.Set):
                 elts = list(node.elts)
@@ -563,9 +552,7 @@ def git_files(template: Path) -> list[str]:
     try:
         out = []
         for extra in ([], ["--others", "--exclude-standard"]):
-            res = subprocess.run(
-                ["git", "ls-files", "-z", *extra], cwd=template, capture_output=True, check=True
-            )
+            res = subprocess.run(["git", "ls-files", "-z", *extra], cwd=template, capture_output=True, check=True)
             out += [p for p in res.stdout.decode().split("\0") if p]
     except (OSError, subprocess.CalledProcessError):
         raise BootstrapError(f"template {template} is not a git work tree (git ls-files failed)") from None
@@ -695,9 +682,7 @@ def tidy_python(root: Path, paths: list[str], report: Report) -> None:
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         if res.returncode not in (0, 1):
             report.warnings.append(f"{' '.join(cmd[1:3])} failed: {res.stderr.strip()[:200]}")
-    res = subprocess.run(
-        [ruff, "check", "--no-cache", "--quiet", *paths], cwd=root, capture_output=True, text=True
-    )
+    res = subprocess.run([ruff, "check", "--no-cache", "--quiet", *paths], cwd=root, capture_output=True, text=True)
     for line in res.stdout.splitlines():
         if line.strip() and ":" in line:
             report.warnings.append(f"ruff: {line.strip()}")
@@ -727,9 +712,7 @@ def check_target(template: Path, target: Path) -> None:
 
 
 def check_clean(template: Path) -> None:
-    res = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=template, capture_output=True
-    )
+    res = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=template, capture_output=True)
     if res.returncode != 0 or res.stdout.strip():
         raise BootstrapError(
             "--in-place needs a template with no uncommitted changes to tracked files: commit or stash first"
@@ -744,9 +727,7 @@ def move_into_place(staging: Path, target: Path) -> None:
 
 def replace_in_place(staging: Path, template: Path, old_files: list[str]) -> None:
     """Swap the template's copied files for the staged ones (.git, .venv, local/ and ignored files stay)."""
-    new_files = [
-        f.relative_to(staging).as_posix() for f in staging.rglob("*") if f.is_file() or f.is_symlink()
-    ]
+    new_files = [f.relative_to(staging).as_posix() for f in staging.rglob("*") if f.is_file() or f.is_symlink()]
     for p in old_files:
         (template / p).unlink(missing_ok=True)
     for p in new_files:
@@ -794,16 +775,10 @@ def parser() -> argparse.ArgumentParser:
         description="Copy this template into a new project; rename the diabetes_regression sample to NAME.",
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--directory", metavar="DIR", help="new or empty folder (outside the template) to create"
-    )
-    where.add_argument(
-        "--in-place", action="store_true", help="rename the template itself (needs a clean git tree)"
-    )
+    where.add_argument("--directory", metavar="DIR", help="new or empty folder (outside the template) to create")
+    where.add_argument("--in-place", action="store_true", help="rename the template itself (needs a clean git tree)")
     p.add_argument("--name", required=True, help="the new use-case package name, e.g. churn_model")
-    p.add_argument(
-        "--drop-ff", action="store_true", help="remove the ff many-models sample and what refers to it"
-    )
+    p.add_argument("--drop-ff", action="store_true", help="remove the ff many-models sample and what refers to it")
     p.add_argument(
         "--drop-sample-data",
         action="store_true",

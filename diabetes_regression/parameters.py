@@ -64,15 +64,11 @@ def parameters_from_dict(raw: dict[str, Any]) -> Parameters:
     if params.alpha < 0:
         raise ParameterError(f"parameters.json: 'training.alpha' must be >= 0, got {params.alpha}")
     if not 0 < params.test_size < 1:
-        raise ParameterError(
-            f"parameters.json: 'training.test_size' must be between 0 and 1, got {params.test_size}"
-        )
+        raise ParameterError(f"parameters.json: 'training.test_size' must be between 0 and 1, got {params.test_size}")
     if params.metric not in METRICS:
         raise ParameterError(f"parameters.json: 'evaluation.metric' must be one of {', '.join(METRICS)}")
     if params.direction not in DIRECTIONS:
-        raise ParameterError(
-            f"parameters.json: 'evaluation.direction' must be one of {', '.join(DIRECTIONS)}"
-        )
+        raise ParameterError(f"parameters.json: 'evaluation.direction' must be one of {', '.join(DIRECTIONS)}")
     if params.label not in params.schema.get("columns", {}):
         raise ParameterError(f"parameters.json: label {params.label!r} is not a column of 'data.schema'")
     return params

@@ -167,9 +167,7 @@ class _Reader:
             raise self.fail(key, f"must be one of {', '.join(choices)}, got {json.dumps(value)}")
         return value
 
-    def str_list(
-        self, key: str, default: Any = ..., choices: tuple = (), min_len: int = 0
-    ) -> tuple[str, ...]:
+    def str_list(self, key: str, default: Any = ..., choices: tuple = (), min_len: int = 0) -> tuple[str, ...]:
         values = self.get(key, list, default)
         if not isinstance(values, list | tuple):
             return values

@@ -33,9 +33,7 @@ def raw_data_path(use_case: UseCase, datastore: str | Path) -> Path:
     return Path(datastore) / use_case.model_name / RAW_FILE
 
 
-def materialize_raw_data(
-    use_case: UseCase, datastore: str | Path, repo_root: str | Path | None = None
-) -> Path:
+def materialize_raw_data(use_case: UseCase, datastore: str | Path, repo_root: str | Path | None = None) -> Path:
     """Copy the configured CSV, or generate the configured synthetic data, to ``raw_data_path``."""
     target = raw_data_path(use_case, datastore)
     source = resolve_data_path(use_case, repo_root)

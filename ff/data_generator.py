@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--partitions", type=int, default=0, help="number of regions (0: one series)")
-    parser.add_argument(
-        "--days", type=int, default=None, help="days per series (default 365, or 60 per region)"
-    )
+    parser.add_argument("--days", type=int, default=None, help="days per series (default 365, or 60 per region)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--start", default=DEFAULT_START, help="first time stamp (date)")
     args = parser.parse_args(argv)

@@ -13,9 +13,7 @@ import pandas as pd  # noqa: E402
 from ff.config import UseCase  # noqa: E402
 
 
-def plot_holdout(
-    holdout: pd.DataFrame, use_case: UseCase, path: str | Path, title: str | None = None
-) -> Path:
+def plot_holdout(holdout: pd.DataFrame, use_case: UseCase, path: str | Path, title: str | None = None) -> Path:
     """Forecast vs actual over time (forecasting) or predicted vs actual scatter (regression) as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

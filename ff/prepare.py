@@ -120,9 +120,7 @@ def check_frame(df: pd.DataFrame, schema: Schema) -> list[str]:
         bad = present & parsed.isna()
         if bad.any():
             what = "date/times" if kind == "datetime" else "numbers"
-            problems.append(
-                f"column {column!r}: {int(bad.sum())} values are not {what} (e.g. {_examples(raw[bad])})"
-            )
+            problems.append(f"column {column!r}: {int(bad.sum())} values are not {what} (e.g. {_examples(raw[bad])})")
             continue
         n_missing = int((~present.to_numpy() & core).sum())
         if column == schema.label and n_missing == len(df):
@@ -213,9 +211,7 @@ def regularise_hourly(df: pd.DataFrame, time_column: str, label: str) -> pd.Data
 
 def partition_key(columns: tuple[str, ...] | list[str], values: tuple | list) -> str:
     """Filesystem- and URL-safe key ``col=value[,col=value...]`` (as model sets name partitions); %-escaped."""
-    return ",".join(
-        f"{quote(str(c), safe='')}={quote(str(v), safe='')}" for c, v in zip(columns, values, strict=True)
-    )
+    return ",".join(f"{quote(str(c), safe='')}={quote(str(v), safe='')}" for c, v in zip(columns, values, strict=True))
 
 
 def parse_partition_key(key: str) -> dict[str, str]:
@@ -298,9 +294,7 @@ def prepare_frame(df: pd.DataFrame, use_case: UseCase, source: str = "<frame>") 
     forecasting = use_case.task == "forecasting"
     columns = list(use_case.partition_columns)
     if columns:
-        ordered, keys, starts, ends = _sorted_groups(
-            df, columns, use_case.time_column if forecasting else None
-        )
+        ordered, keys, starts, ends = _sorted_groups(df, columns, use_case.time_column if forecasting else None)
     else:
         ordered = df.sort_values(use_case.time_column, kind="stable") if forecasting else df
         ordered, keys = ordered.reset_index(drop=True), [""]
@@ -358,9 +352,7 @@ def prepare_file(input_path: str | Path, output_folder: str | Path, use_case: Us
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ff.prepare", description="Prepare one use case's raw CSV."
-    )
+    parser = argparse.ArgumentParser(prog="python -m ff.prepare", description="Prepare one use case's raw CSV.")
     parser.add_argument("--use-case", required=True, help="model_name in the pipeline config")
     parser.add_argument("--input", required=True, help="raw CSV")
     parser.add_argument("--output", required=True, help="folder for data.csv or one <key>.csv per partition")

@@ -58,9 +58,7 @@ def split_holdout(df: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd
         cutoff = times.max() - pd.Timedelta(hours=use_case.horizon)
         train, holdout = df[times <= cutoff], df[times > cutoff]
     else:
-        train, holdout = train_test_split(
-            df, test_size=REGRESSION_TEST_SIZE, random_state=use_case.automl.seed
-        )
+        train, holdout = train_test_split(df, test_size=REGRESSION_TEST_SIZE, random_state=use_case.automl.seed)
     if len(train) < 2 or len(holdout) < 1:
         raise ValueError(f"{use_case.model_name}: {len(df)} rows are too few to hold out data for evaluation")
     return train.reset_index(drop=True), holdout.reset_index(drop=True)

@@ -47,9 +47,7 @@ def settings(isolated_settings: Path, empty_mlflow_db: Path):
     return load_settings()
 
 
-def run_module(
-    module: str, *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None, timeout: float = 600
-):
+def run_module(module: str, *args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None, timeout: float = 600):
     """Run `python -m module args` as a real process, with the repository importable."""
     merged = {**os.environ, **(env or {})}
     merged["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO_ROOT)])

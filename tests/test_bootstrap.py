@@ -19,9 +19,7 @@ import bootstrap as bs  # noqa: E402
 # A miniature template with every kind of file the bootstrapper edits.
 MINI = {
     "diabetes_regression/__init__.py": "",
-    "diabetes_regression/train.py": (
-        '"""Train the diabetes_regression model."""\n\nNAME = "diabetes_regression"\n'
-    ),
+    "diabetes_regression/train.py": ('"""Train the diabetes_regression model."""\n\nNAME = "diabetes_regression"\n'),
     "ff/__init__.py": "",
     "ff/pipeline_config.json": '{\n  "model_name": "diabetes_model"\n}\n',
     "ml_service/__init__.py": "",
@@ -31,8 +29,7 @@ MINI = {
         "DEFAULT = NAME\n"
     ),
     "tests/test_diabetes_regression_train.py": (
-        "from diabetes_regression.train import NAME\n\n\ndef test_name():\n"
-        '    assert NAME == "diabetes_regression"\n'
+        'from diabetes_regression.train import NAME\n\n\ndef test_name():\n    assert NAME == "diabetes_regression"\n'
     ),
     "tests/test_ff_train.py": "import ff\n\n\ndef test_ff():\n    assert ff\n",
     "tests/test_use_cases.py": (

@@ -51,9 +51,7 @@ def test_wrong_type(tmp_path, good, schema):
     good["AGE"] = good["AGE"].astype(object)
     good.loc[3, "AGE"] = "fifty"
     path = write(tmp_path, good)
-    with pytest.raises(
-        DataValidationError, match=r"column 'AGE': expected numbers, found 1 value\(s\) like 'fifty'"
-    ):
+    with pytest.raises(DataValidationError, match=r"column 'AGE': expected numbers, found 1 value\(s\) like 'fifty'"):
         validate_csv(path, schema)
 
 

@@ -119,9 +119,7 @@ def test_unknown_direction_and_missing_metric():
 
 
 def test_registration_tags_carry_lineage_and_round_trip_metrics():
-    tags = registration_tags(
-        "run1", {"mse": 2.5, "r2": 0.4}, {"alpha": 0.5}, "abc", "deadbeef", "42", "https://ci/42"
-    )
+    tags = registration_tags("run1", {"mse": 2.5, "r2": 0.4}, {"alpha": 0.5}, "abc", "deadbeef", "42", "https://ci/42")
     assert tags["run_id"] == "run1" and tags["data_hash"] == "abc" and tags["git_commit"] == "deadbeef"
     assert tags["build_id"] == "42" and tags["build_uri"] == "https://ci/42" and tags["param.alpha"] == "0.5"
     assert metrics_from_tags(tags) == {"mse": 2.5, "r2": 0.4}

@@ -53,8 +53,7 @@ def test_bad_choice_names_use_case_and_key(raw, tmp_path):
     raw["use_cases"][1]["task"] = "clasification"
     message = _error(raw, tmp_path)
     assert (
-        'use_cases[1] (diabetes_model): "task" must be one of forecasting, regression, got "clasification"'
-        in message
+        'use_cases[1] (diabetes_model): "task" must be one of forecasting, regression, got "clasification"' in message
     )
 
 

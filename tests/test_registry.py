@@ -42,9 +42,7 @@ def test_register_moves_alias_and_model_downloads(settings, tmp_path):
     first = register_version(
         client, "m", logged_run(client, settings, tmp_path, "a"), "model", {"k": "v"}, "production"
     )
-    second = register_version(
-        client, "m", logged_run(client, settings, tmp_path, "b"), "model", {}, "production"
-    )
+    second = register_version(client, "m", logged_run(client, settings, tmp_path, "b"), "model", {}, "production")
     current = production_model(client, "m", "production")
     assert (str(first.version), str(second.version), current.version) == ("1", "2", "2")
     assert client.get_model_version("m", "1").tags["k"] == "v"

@@ -21,14 +21,10 @@ def test_defaults_without_environment():
     assert settings == Settings()
     assert settings.run_evaluation is True
     assert settings.scoring_port == 5001
-    assert settings.tracking_uri.startswith("sqlite:///") and settings.tracking_uri.endswith(
-        "local/mlflow.db"
-    )
+    assert settings.tracking_uri.startswith("sqlite:///") and settings.tracking_uri.endswith("local/mlflow.db")
 
 
-@pytest.mark.parametrize(
-    "raw,expected", [("true", True), ("FALSE", False), ("1", True), ("no", False), (" on ", True)]
-)
+@pytest.mark.parametrize("raw,expected", [("true", True), ("FALSE", False), ("1", True), ("no", False), (" on ", True)])
 def test_booleans_are_real_booleans(raw, expected):
     assert load_settings(environ={"RUN_EVALUATION": raw}, env_file=None).run_evaluation is expected
 

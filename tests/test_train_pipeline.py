@@ -78,9 +78,7 @@ def test_failing_step_is_named_and_exit_is_non_zero(project):
 
 
 def test_run_evaluation_false_is_reported(project):
-    result = run_module(
-        RUNNER, "--use-case", "diabetes_regression", cwd=project, env={"RUN_EVALUATION": "maybe"}
-    )
+    result = run_module(RUNNER, "--use-case", "diabetes_regression", cwd=project, env={"RUN_EVALUATION": "maybe"})
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: RUN_EVALUATION='maybe' is not a boolean; accepted values: true, 1, yes, on, false, 0, no, off"
@@ -97,9 +95,7 @@ def test_pipeline_definition_wires_outputs_to_inputs():
     spec = training_pipeline("diabetes_regression")
     assert [s.name for s in spec.steps] == ["prepare", "train", "evaluate", "register"]
     assert spec.step("register").inputs["decision"] == Binding("evaluate", "output")
-    args = spec.step("train").arguments(
-        {"prepared": "${{inputs.prepared}}"}, {"output": "${{outputs.output}}"}
-    )
+    args = spec.step("train").arguments({"prepared": "${{inputs.prepared}}"}, {"output": "${{outputs.output}}"})
     assert args == [
         "--use-case",
         "diabetes_regression",

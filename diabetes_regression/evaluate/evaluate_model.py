@@ -28,22 +28,15 @@ def decide_promotion(
     production_version: str | None = None,
 ) -> Decision:
     if metric not in candidate_metrics:
-        raise ValueError(
-            f"the candidate has no metric {metric!r} (it has: {', '.join(sorted(candidate_metrics))})"
-        )
+        raise ValueError(f"the candidate has no metric {metric!r} (it has: {', '.join(sorted(candidate_metrics))})")
     candidate = candidate_metrics[metric]
     if production_metrics is None:
         return Decision(True, f"no model in production yet; candidate {metric}={candidate:.6g}")
     if metric not in production_metrics:
-        return Decision(
-            True, f"production version {production_version} has no {metric}; candidate {candidate:.6g}"
-        )
+        return Decision(True, f"production version {production_version} has no {metric}; candidate {candidate:.6g}")
     incumbent = production_metrics[metric]
     word = "lower" if direction == "minimize" else "higher"
-    versus = (
-        f"candidate {metric}={candidate:.6g} vs production (version {production_version}) "
-        f"{metric}={incumbent:.6g}"
-    )
+    versus = f"candidate {metric}={candidate:.6g} vs production (version {production_version}) {metric}={incumbent:.6g}"
     if is_better(candidate, incumbent, direction):
         return Decision(True, f"{versus}: {word} is better, promoting")
     return Decision(False, f"{versus}: not {word}, keeping the production model")

@@ -43,9 +43,7 @@ def rows_to_frame(input_columns: Mapping[str, str] | Sequence[str], rows: Any) -
     means all numbers). Each row is a list with one value per column, in order. Raises ``ValueError``
     naming the row and column for a wrong width, an unparseable time stamp, a non-number or a missing value.
     """
-    schema = (
-        dict(input_columns) if isinstance(input_columns, Mapping) else dict.fromkeys(input_columns, "number")
-    )
+    schema = dict(input_columns) if isinstance(input_columns, Mapping) else dict.fromkeys(input_columns, "number")
     names = list(schema)
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"'data' must be a non-empty list of rows, each [{', '.join(names)}]")

@@ -74,9 +74,7 @@ def production_model(client: MlflowClient, name: str, alias: str) -> ProductionM
 
 
 def _as_production(version: ModelVersion) -> ProductionModel:
-    return ProductionModel(
-        version.name, str(version.version), version.source, dict(version.tags), version.run_id
-    )
+    return ProductionModel(version.name, str(version.version), version.source, dict(version.tags), version.run_id)
 
 
 def production_models(client: MlflowClient, alias: str) -> list[ProductionModel]:
@@ -123,9 +121,7 @@ def register_version(
         except MlflowException:
             client.get_registered_model(name)  # created concurrently; anything else propagates
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    version = client.create_model_version(
-        name, source=source, run_id=run_id, tags={**tags, STATE_TAG: "pending"}
-    )
+    version = client.create_model_version(name, source=source, run_id=run_id, tags={**tags, STATE_TAG: "pending"})
     try:
         _wait_until_ready(client, name, version.version, timeout_s)
         client.set_model_version_tag(name, version.version, STATE_TAG, "complete")

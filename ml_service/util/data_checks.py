@@ -55,9 +55,7 @@ def schema_from_dict(raw: dict[str, Any]) -> DataSchema:
         if spec.get("type") not in COLUMN_TYPES:
             raise ValueError(f"data schema: column {name!r}: 'type' must be one of {', '.join(COLUMN_TYPES)}")
         rules.append(
-            ColumnRule(
-                name, spec["type"], spec.get("min"), spec.get("max"), bool(spec.get("nullable", False))
-            )
+            ColumnRule(name, spec["type"], spec.get("min"), spec.get("max"), bool(spec.get("nullable", False)))
         )
     min_rows = raw.get("min_rows", 1)
     if not isinstance(min_rows, int) or isinstance(min_rows, bool) or min_rows < 1:
@@ -84,9 +82,7 @@ def find_problems(frame: pd.DataFrame, schema: DataSchema) -> list[str]:
     """Every problem of `frame` against `schema` as 'column X: problem' strings; empty when all is fine."""
     problems = []
     missing = [c for c in schema.column_names if c not in frame.columns]
-    problems += [
-        f"column {c!r}: missing (columns found: {', '.join(map(str, frame.columns))})" for c in missing
-    ]
+    problems += [f"column {c!r}: missing (columns found: {', '.join(map(str, frame.columns))})" for c in missing]
     if len(frame) < schema.min_rows:
         problems.append(f"{len(frame)} data rows, at least {schema.min_rows} needed")
     for rule in schema.columns:
@@ -101,18 +97,14 @@ def _column_problems(series: pd.Series, rule: ColumnRule) -> list[str]:
     nulls = int(series.isna().sum())
     problems = []
     if nulls and not rule.nullable:
-        problems.append(
-            f"{label}: {nulls} missing value(s), first at row {int(series.isna().to_numpy().argmax())}"
-        )
+        problems.append(f"{label}: {nulls} missing value(s), first at row {int(series.isna().to_numpy().argmax())}")
     present = series.dropna()
     if rule.type in ("number", "integer"):
         numeric = pd.to_numeric(present, errors="coerce")
         bad = numeric.isna()
         if bad.any():
             example = present[bad].iloc[0]
-            return problems + [
-                f"{label}: expected {rule.type}s, found {int(bad.sum())} value(s) like {example!r}"
-            ]
+            return problems + [f"{label}: expected {rule.type}s, found {int(bad.sum())} value(s) like {example!r}"]
         if rule.type == "integer" and not (numeric == numeric.round()).all():
             problems.append(f"{label}: expected integers, found fractional values")
         if rule.min is not None and (numeric < rule.min).any():
@@ -127,9 +119,7 @@ def _column_problems(series: pd.Series, rule: ColumnRule) -> list[str]:
         parsed = pd.to_datetime(present, errors="coerce", format="mixed")
         if parsed.isna().any():
             example = present[parsed.isna()].iloc[0]
-            problems.append(
-                f"{label}: {int(parsed.isna().sum())} value(s) are not date-times, like {example!r}"
-            )
+            problems.append(f"{label}: {int(parsed.isna().sum())} value(s) are not date-times, like {example!r}")
     return problems
 
 

@@ -61,35 +61,27 @@ class Settings:
     """Every setting the platform reads. Empty string means "not set" for optional text values."""
 
     project_root: Path = _var("PROJECT_ROOT", Path("."), "Repository root; local paths are relative to it.")
-    local_dir: str = _var(
-        "LOCAL_DIR", "local", "Folder (under the project root) for everything the local flow writes."
-    )
+    local_dir: str = _var("LOCAL_DIR", "local", "Folder (under the project root) for everything the local flow writes.")
     mlflow_tracking_uri: str = _var(
         "MLFLOW_TRACKING_URI",
         "",
         "MLflow tracking and registry URI. Empty: sqlite:///<project>/<LOCAL_DIR>/mlflow.db. "
         "An Azure ML workspace's azureml:// URI works through the same code.",
     )
-    production_alias: str = _var(
-        "PRODUCTION_ALIAS", "production", "Registry alias marking the served version."
-    )
+    production_alias: str = _var("PRODUCTION_ALIAS", "production", "Registry alias marking the served version.")
     run_evaluation: bool = _var(
         "RUN_EVALUATION", True, "Compare with the production model before promoting.", parse_bool
     )
     build_id: str = _var("BUILD_ID", "", "CI build id, recorded as a tag on registered models.")
     build_uri: str = _var("BUILD_URI", "", "CI build URI, recorded as a tag on registered models.")
-    max_workers: int = _var(
-        "MAX_WORKERS", 0, "Processes for parallel training; 0 means one per core.", parse_int
-    )
+    max_workers: int = _var("MAX_WORKERS", 0, "Processes for parallel training; 0 means one per core.", parse_int)
     dask_scheduler_address: str = _var(
         "DASK_SCHEDULER_ADDRESS",
         "",
         "tcp://host:port of a Dask scheduler; empty trains in a local process pool.",
     )
     scoring_port: int = _var("SCORING_PORT", 5001, "Port of the local scoring service (127.0.0.1).", _port)
-    scoring_api_key: str = _var(
-        "SCORING_API_KEY", "", "When set, /score needs 'Authorization: Bearer <key>'."
-    )
+    scoring_api_key: str = _var("SCORING_API_KEY", "", "When set, /score needs 'Authorization: Bearer <key>'.")
     scoring_cache_size: int = _var(
         "SCORING_CACHE_SIZE", 256, "Models kept loaded in the scoring service's LRU cache.", _positive_int
     )
@@ -105,12 +97,8 @@ class Settings:
     azure_subscription_id: str = _var("AZURE_SUBSCRIPTION_ID", "", "Azure subscription of the ML workspace.")
     resource_group: str = _var("RESOURCE_GROUP", "", "Resource group of the ML workspace.")
     workspace_name: str = _var("WORKSPACE_NAME", "", "Azure ML workspace name.")
-    aml_compute_cluster_name: str = _var(
-        "AML_COMPUTE_CLUSTER_NAME", "cpu-cluster", "Azure ML compute cluster."
-    )
-    aml_environment_name: str = _var(
-        "AML_ENVIRONMENT_NAME", "mlops-template-env", "Azure ML environment name."
-    )
+    aml_compute_cluster_name: str = _var("AML_COMPUTE_CLUSTER_NAME", "cpu-cluster", "Azure ML compute cluster.")
+    aml_environment_name: str = _var("AML_ENVIRONMENT_NAME", "mlops-template-env", "Azure ML environment name.")
 
     @property
     def local_path(self) -> Path:
