@@ -152,6 +152,9 @@ def load_wrk(port: int, path: str, body: bytes, connections: int, seconds: float
     """The same load from wrk (a C load generator, lighter than Python), when it is installed."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT.replace('os.getenv("BENCH_BODY")', json.dumps(body.decode())))
+    url = f"http://127.0.0.1:{port}{path}"
+    # warm-up: connections opened, model loaded, caches hot; only the second run is measured
+    subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", script.name, url], capture_output=True, timeout=60)
     command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", "-s", script.name]
     out = subprocess.run(
         [*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=seconds + 30
