@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--package", type=Path, help="package folder (default: the registry's production models)")
     parser.add_argument("--port", type=int, help="port (default: SCORING_PORT, 5001)")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1; needs --package)")
+    parser.add_argument("--workers", type=int, help="worker processes (default SCORING_WORKERS, 1; >1 needs --package)")
     return parser.parse_args(argv)
 
 
@@ -55,11 +55,12 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.workers < 1 or (args.workers > 1 and not args.package):
-        print("serve: --workers must be at least 1, and more than 1 needs --package", file=sys.stderr)
-        return 2
     try:
         settings = load_settings()
+        if args.workers is None:
+            args.workers = settings.scoring_workers
+        if args.workers < 1 or (args.workers > 1 and not args.package):
+            raise ValueError("--workers must be at least 1, and more than 1 needs --package")
         started = time.perf_counter()
         if args.package:
             store = ModelStore.from_package(args.package, settings.scoring_cache_size)

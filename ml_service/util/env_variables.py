@@ -82,6 +82,12 @@ class Settings:
     )
     scoring_port: int = _var("SCORING_PORT", 5001, "Port of the local scoring service (127.0.0.1).", _port)
     scoring_api_key: str = _var("SCORING_API_KEY", "", "When set, /score needs 'Authorization: Bearer <key>'.")
+    scoring_workers: int = _var(
+        "SCORING_WORKERS",
+        1,
+        "Scoring service processes (one per core serves about that many times more).",
+        _positive_int,
+    )
     scoring_cache_size: int = _var(
         "SCORING_CACHE_SIZE", 256, "Models kept loaded in the scoring service's LRU cache.", _positive_int
     )
