@@ -34,6 +34,9 @@ lock:
 # The whole local flow: train every use case, package the production models, serve them on 127.0.0.1,
 # smoke-test the service and stop it.
 run: train package smoke
+	@$(PY) -c 'from ml_service.util.env_variables import load_settings as s; \
+	print("make run: done; many-models report (open in a browser):", \
+	(s().local_path / "runs/ff/current/register/output/report.html").resolve())'
 
 train: train-diabetes train-ff
 
