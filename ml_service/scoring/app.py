@@ -30,6 +30,7 @@ import math
 import re
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ml_service.scoring.inputs import InputError, rows_to_frame
+from ml_service.scoring.inputs import InputError, rows_to_array, rows_to_frame
 from ml_service.scoring.model_store import ModelStore
 from ml_service.util.env_variables import Settings
 
@@ -246,11 +247,16 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         entry = loaded.entry
         info["model_version"] = entry.version
         try:
-            frame = rows_to_frame(loaded.schema, rows)
+            features = (rows_to_array if loaded.array_input else rows_to_frame)(loaded.schema, rows)
         except InputError as exc:
             raise ApiError(422, str(exc), exc.field) from None
         try:
-            predictions = np.asarray(loaded.model.predict(frame))
+            if loaded.array_input:
+                with warnings.catch_warnings():  # "X does not have valid feature names": checked at load time
+                    warnings.simplefilter("ignore", UserWarning)
+                    predictions = np.asarray(loaded.model.predict(features))
+            else:
+                predictions = np.asarray(loaded.model.predict(features))
         except (ValueError, TypeError, KeyError, OverflowError) as exc:
             raise ApiError(422, f"model {model_name!r} rejected the data: {exc}", "data") from None
         values = predictions.tolist()

@@ -25,7 +25,7 @@ from typing import Any
 
 from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE, load_model_folder
 from ml_service.registry.model_set import is_model_set, read_manifest
-from ml_service.scoring.inputs import schema_from_metadata
+from ml_service.scoring.inputs import accepts_arrays, schema_from_metadata
 
 PACKAGE_MANIFEST = "manifest.json"
 PACKAGE_DIR = "package"
@@ -73,6 +73,7 @@ class LoadedModel:
     entry: ModelEntry
     model: Any
     schema: tuple[tuple[str, str], ...]
+    array_input: bool = False  # predictions from NumPy arrays equal those from DataFrames (see accepts_arrays)
 
 
 def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | None = None) -> list[ModelEntry]:
@@ -189,7 +190,9 @@ class ModelStore:
             if loaded is not None:
                 return loaded
             model, own = self._loader(entry.folder)
-            loaded = LoadedModel(entry, model, schema_from_metadata({**entry.defaults, **own}))
+            metadata = {**entry.defaults, **own}
+            schema = schema_from_metadata(metadata)
+            loaded = LoadedModel(entry, model, schema, accepts_arrays(model, schema, metadata.get("sample_input")))
             with self._lock:
                 self._cache[name] = loaded
                 self.loads += 1
