@@ -19,9 +19,8 @@ from tests.test_scoring_support import (
     ENERGY_ROWS,
     free_port,
     register_standard_models,
-    start_process,
+    serve_package,
     stop,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.slow
@@ -50,20 +49,6 @@ def test_package_refuses_without_production_models(settings, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no model in production" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ctx").exists()
-
-
-def serve_package(folder, env, port):
-    """The packaged service as its container would run it: only the package folder on the path."""
-    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    args = ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port)]
-    process = start_process(args, env, cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-    except BaseException:
-        stop(process)
-        raise
-    return process, url
 
 
 def smoke(capsys, *args: str) -> tuple[int, str, str]:

@@ -129,3 +129,19 @@ def stop(process: subprocess.Popen) -> str:
         process.kill()
         out, _ = process.communicate()
     return out or ""
+
+
+def serve_package(folder: Path, env: dict, port: int | None = None, *extra: str) -> tuple[subprocess.Popen, str]:
+    """The packaged service as its container runs it: only the package folder on the path, on 127.0.0.1."""
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    port = port or free_port()
+    process = start_process(
+        ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port), *extra], env, folder
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process, url

@@ -14,9 +14,8 @@ from tests.test_scoring_support import (
     DIABETES_ROWS,
     free_port,
     register_standard_models,
-    start_process,
+    serve_package,
     stop,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.slow
@@ -45,12 +44,8 @@ def test_missing_package_is_one_line():
 def test_two_workers_serve_the_package(settings, tmp_path, capsys):
     register_standard_models(settings, tmp_path)
     assert package_main(["--output", str(tmp_path / "ctx")]) == 0, capsys.readouterr().err
-    port = free_port()
-    args = ["-m", "ml_service.scoring.serve", "--package", str(tmp_path / "ctx"), "--port", str(port), "--workers", "2"]
-    process = start_process(args, dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
+    process, url = serve_package(tmp_path / "ctx", dict(os.environ), None, "--workers", "2")
     try:
-        wait_ready(url, process)
         answers = [
             httpx.post(f"{url}/score", json={"model_name": "diabetes_model", "data": DIABETES_ROWS}, timeout=30).json()
             for _ in range(6)

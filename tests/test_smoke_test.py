@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -24,7 +23,12 @@ from fastapi.responses import JSONResponse
 from ml_service.registry.model_set import model_key, partition_folder, write_model_set
 from ml_service.scoring.package import main as package_main
 from ml_service.util.smoke_test_scoring_service import choose, main, sample_rows
-from tests.test_scoring_support import free_port, register_standard_models, start_process, stop, wait_ready
+from tests.test_scoring_support import (
+    free_port,
+    register_standard_models,
+    serve_package,
+    stop,
+)
 
 
 def test_sample_rows_prefers_stored_sample_then_builds_from_columns():
@@ -51,22 +55,6 @@ def _service_log_lines(log: str) -> list[dict]:
     return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
 
 
-def _serve_package(folder: Path, key: str) -> tuple[subprocess.Popen, str]:
-    """The packaged service as its container runs it (only the package folder on the path), on 127.0.0.1."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"SCORING_API_KEY": key}
-    port = free_port()
-    process = start_process(
-        ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port)], env, folder
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-    except BaseException:
-        stop(process)
-        raise
-    return process, url
-
-
 @pytest.mark.slow
 def test_package_mode_against_the_real_service(settings, tmp_path, capsys):
     register_standard_models(settings, tmp_path)
@@ -81,7 +69,7 @@ def test_package_mode_against_the_real_service(settings, tmp_path, capsys):
     manifest_path.write_text(json.dumps(manifest))
     shutil.rmtree(served / "package" / "models" / "diabetes_model")
 
-    process, url = _serve_package(served, "k3y")
+    process, url = serve_package(served, {**os.environ, "SCORING_API_KEY": "k3y"})
     try:
         code = main(["--url", url, "--key", "k3y", "--package", str(served), "--partitions", "2"])
         out = capsys.readouterr().out
