@@ -139,14 +139,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
             return
         if not args.pull_identity:
             raise common.DeployError("--pull-identity is required: a user-assigned identity with AcrPull", 2)
-        if not settings.scoring_api_key:
-            raise common.DeployError("SCORING_API_KEY is empty: the public service would accept anyone", 2)
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            chosen = DefaultAzureCredential()
-        else:
-            chosen = credential
+        chosen = common.public_service_credential(settings, credential)
         url = deploy(args, settings, chosen, transport)
         common.write_text(args.url_file, url)
         print(f"container group {args.name}: {url}")

@@ -246,3 +246,14 @@ def run_cli(body: Callable[[], None]) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def public_service_credential(settings: Any, credential: Any = None) -> Any:
+    """The Azure credential for a deployment whose service is public: refuses one with no scoring key."""
+    if not settings.scoring_api_key:
+        raise DeployError("SCORING_API_KEY is empty: the public service would accept anyone", 2)
+    if credential is not None:
+        return credential
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()

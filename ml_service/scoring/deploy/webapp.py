@@ -109,14 +109,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
             values = app_settings("<SCORING_API_KEY>", "<APPLICATIONINSIGHTS_CONNECTION_STRING>")
             print(common.to_json(build_site("<workspace location>", "<plan id>", image, values)))
             return
-        if not settings.scoring_api_key:
-            raise common.DeployError("SCORING_API_KEY is empty: the public service would accept anyone", 2)
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            chosen = DefaultAzureCredential()
-        else:
-            chosen = credential
+        chosen = common.public_service_credential(settings, credential)
         url = deploy(args, settings, chosen, transport, sleep=(lambda s: None) if transport is not None else None)
         common.write_text(args.url_file, url)
         print(f"web app {args.name}: {url}")
