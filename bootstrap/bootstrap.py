@@ -133,6 +133,58 @@ def is_ff_path(path: str) -> bool:
     return any(FF_PATH_PART.match(part) for part in path.split("/"))
 
 
+def module_name(path: str) -> str | None:
+    """The dotted module a Python file defines (``a/b/c.py`` → ``a.b.c``, ``a/b/__init__.py`` → ``a.b``)."""
+    if not path.endswith(".py"):
+        return None
+    parts = path[:-3].split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts) if parts and all(part.isidentifier() for part in parts) else None
+
+
+def module_level_imports(text: str) -> set[str]:
+    """Modules a file imports when it is imported (its top-level statements, not imports inside functions)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return set()
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def dependents_of_dropped(texts: dict[str, str], dropped_modules: set[str]) -> dict[str, str]:
+    """Python files that import a dropped module at module level, directly or through another such file.
+
+    They cannot work without it, so they go too (a lazy import inside a function stays: it is only reached
+    through the dropped part). Returns {path: the dropped module it needed}.
+    """
+    gone = set(dropped_modules)
+    result: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for path, text in texts.items():
+            if path in result:
+                continue
+            for module in module_level_imports(text):
+                hit = next((d for d in gone if module == d or module.startswith(d + ".")), None)
+                if hit is not None:
+                    result[path] = hit
+                    own = module_name(path)
+                    if own:
+                        gone.add(own)
+                    changed = True
+                    break
+    return result
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
@@ -414,7 +466,7 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
                                     "assignment",
                                 )
                             )
-            if isinstance(node, ast.Import | ast.ImportFrom):
+            if is_test and isinstance(node, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 if any(FF_PATH_PART.match(m.split(".")[0]) and ref.search(m) for m in mods):
                     edits.append((starts[node.lineno - 1], pos(node.end_lineno, node.end_col_offset), "import"))
@@ -432,6 +484,8 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
                         elif idx > 0:
                             prev = node.values[idx - 1]
                             a = pos(prev.end_lineno, prev.end_col_offset)
+                        else:
+                            b = _past_comma(source, b)
                         edits.append((a, b, "dict entry"))
             for idx, elt in enumerate(elts):
                 if isinstance(elt, ast.Starred) or not ref.search(seg(elt)):
@@ -441,6 +495,8 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
                     b = pos(elts[idx + 1].lineno, elts[idx + 1].col_offset)
                 elif idx > 0:
                     a = pos(elts[idx - 1].end_lineno, elts[idx - 1].end_col_offset)
+                else:
+                    b = _past_comma(source, b)
                 edits.append((a, b, "element"))
         if not edits:
             return text, removed
@@ -457,6 +513,13 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
             out = out[:a] + out[b:]
         text = out.decode()
     return text, removed
+
+
+def _past_comma(source: bytes, end: int) -> int:
+    """Just past a trailing comma after `end` (spaces allowed before it), else `end`."""
+    rest = source[end:]
+    stripped = rest.lstrip(b" \t")
+    return end + (len(rest) - len(stripped)) + 1 if stripped.startswith(b",") else end
 
 
 def drop_json(text: str, ref: re.Pattern[str]) -> tuple[str, list[str]]:
@@ -616,6 +679,12 @@ def build(template: Path, staging: Path, name: str, drop_ff: bool, drop_sample_d
             report.dropped_files.append(p)
         else:
             keep.append(p)
+    if drop_ff:
+        dropped_modules = {"ff"} | {m for p in report.dropped_files if is_ff_path(p) and (m := module_name(p))}
+        texts = {p: text for p in keep if p.endswith(".py") and (text := read_text(template / p)) is not None}
+        for path, needed in sorted(dependents_of_dropped(texts, dropped_modules).items()):
+            keep.remove(path)
+            report.dropped_files.append(f"{path} (imports {needed})")
     report.renamed = plan_renames(keep, name)
     refs = [TOOL_REF] + ([FF_REF] if drop_ff else [])
     python_edits: list[str] = []
@@ -645,6 +714,8 @@ def build(template: Path, staging: Path, name: str, drop_ff: bool, drop_sample_d
     if drop_sample_data:
         (staging / "data").mkdir(exist_ok=True)
         (staging / "data" / "README.md").write_text(DATA_README, encoding="utf-8")
+    if drop_ff:  # `ff` is no longer first-party, so import blocks that still name it sort differently
+        python_edits = sorted({*python_edits, *(p.relative_to(staging).as_posix() for p in staging.rglob("*.py"))})
     tidy_python(staging, python_edits, report)
     # What still mentions a dropped part is listed for review.
     leftover_refs = [(TOOL_REF, "the bootstrap tool")] + ([(FF_REF, "the ff sample")] if drop_ff else [])

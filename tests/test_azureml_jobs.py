@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.pipelines.azureml import builder, environment, ff_automl, registry_check
+from ml_service.pipelines.azureml import builder, environment, registry_check
 from ml_service.pipelines.azureml.job_yaml import load_back, write_job_yaml
 from ml_service.pipelines.azureml.run_pipeline import parallel_settings
 from ml_service.pipelines.catalog import training_pipeline
@@ -208,6 +208,7 @@ def test_ff_pipeline_passes_sdk_validation(env, code):
 
 def test_ff_automl_jobs_pass_sdk_validation(tmp_path):
     from ff.config import load_pipeline_config
+    from ml_service.pipelines.azureml import ff_automl  # the ff sample's own module (bootstrap --drop-ff drops it)
 
     config = load_pipeline_config(REPO_ROOT / "ff" / "pipeline_config.json")
     for case in config.use_cases:

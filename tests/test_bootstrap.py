@@ -381,3 +381,23 @@ def test_bootstrapped_project_tests_and_trains(tmp_path: Path) -> None:
     ):
         done = subprocess.run([sys.executable, *cmd], cwd=target, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_project_without_ff_lints_imports_and_trains(tmp_path: Path) -> None:
+    """--drop-ff leaves a working project: lint clean, every remaining test module imports, the Azure job
+    tests (which had ff parts) pass, and the local training flow runs."""
+    target = tmp_path / "proj"
+    result = run_cli("--directory", str(target), "--name", "churn_model", "--drop-ff", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert not (target / "ff").exists() and not (target / "ml_service/pipelines/steps/ff_train.py").exists()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for cmd in (
+        ["-m", "ruff", "check", "."],
+        ["-m", "ruff", "format", "--check", "."],
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests"],
+        ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "not slow", "tests/test_azureml_jobs.py"],
+        ["-m", "ml_service.pipelines.run_train_pipeline", "--use-case", "churn_model", "--in-process"],
+    ):
+        done = subprocess.run([sys.executable, *cmd], cwd=target, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, " ".join(cmd) + "\n" + done.stdout[-3000:] + done.stderr[-3000:]

@@ -7,7 +7,10 @@ import json
 import os
 
 import httpx
+import pandas as pd
 import pytest
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
 
 from ml_service.registry.model_folder import save_model_folder
 from tests.test_scoring_support import (
@@ -16,7 +19,6 @@ from tests.test_scoring_support import (
     ENERGY_ROWS,
     REPO_ROOT,
     diabetes_model,
-    energy_model,
     free_port,
     save_single,
     start_process,
@@ -66,9 +68,17 @@ def test_score_scripts_under_azureml_inference_server(tmp_path):
         log = stop(process)
     assert "127.0.0.1" in log and "0.0.0.0" not in log.replace("0.0.0.0/0", "")
 
-    if not FF_SCRIPT.is_file():
-        pytest.skip("ff/scoring/score.py not written yet")
-    save_single(energy_model(), tmp_path / "ff" / "nyc_energy_model")
+
+@pytest.mark.slow
+def test_ff_score_script_under_azureml_inference_server(tmp_path):
+    from ff.features import CalendarWeatherFeatures  # the ff sample's own features (bootstrap --drop-ff drops this)
+
+    frame = pd.DataFrame(
+        {"timeStamp": pd.date_range("2017-06-01", periods=24 * 14, freq="h"), "precip": 0.0, "temp": 60.0}
+    )
+    target = 5000 + 100 * frame["timeStamp"].dt.hour.to_numpy()
+    model = Pipeline([("features", CalendarWeatherFeatures()), ("model", Ridge())]).fit(frame, target)
+    save_single(model, tmp_path / "ff" / "nyc_energy_model")
     process, url = serve_azureml(FF_SCRIPT, tmp_path / "ff")
     try:
         payload = {"model_name": "nyc_energy_model", "data": ENERGY_ROWS}

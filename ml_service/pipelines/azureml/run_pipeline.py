@@ -140,10 +140,12 @@ def _tags(settings: Settings, use_case: str) -> dict[str, str]:
 
 
 def check(rendered: RenderedJob) -> None:
-    from ml_service.pipelines.azureml.ff_automl import automl_validation_errors
+    if rendered.name.startswith("automl-"):
+        from ml_service.pipelines.azureml.ff_automl import automl_validation_errors
 
-    is_automl = rendered.name.startswith("automl-")
-    errors = automl_validation_errors(rendered.job) if is_automl else validation_errors(rendered.job)
+        errors = automl_validation_errors(rendered.job)
+    else:
+        errors = validation_errors(rendered.job)
     if errors:
         shown = "; ".join(f"{k}: {' '.join(str(v).split())}" for k, v in errors.items())
         raise UsageError(f"job {rendered.name} fails the Azure ML SDK's validation: {shown}")
