@@ -40,10 +40,16 @@ run: train package smoke
 
 train: train-diabetes train-ff
 
-train-diabetes: setup
+# The sample data set, regenerated from scikit-learn's bundled copy when it is missing (a project bootstrapped
+# with --drop-sample-data ships the script, not the file).
+SAMPLE_DATA := data/diabetes.csv
+$(SAMPLE_DATA): | setup
+	$(PY) data/create_diabetes_csv.py --output $@
+
+train-diabetes: setup $(SAMPLE_DATA)
 	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case diabetes_regression
 
-train-ff: setup
+train-ff: setup $(SAMPLE_DATA)
 	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case ff
 
 package: setup
@@ -59,7 +65,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup lint
+test: setup lint $(SAMPLE_DATA)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Parts of `make test`, runnable alone.

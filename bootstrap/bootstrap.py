@@ -38,7 +38,9 @@ FF_REF = re.compile(r"(?<![A-Za-z0-9])ff(?![A-Za-z0-9])", re.IGNORECASE)
 FF_PATH_PART = re.compile(r"^(test_)?ff([-_.].*)?$", re.IGNORECASE)
 DATA_README = """# data
 
-The sample data shipped with the template was removed when this project was bootstrapped.
+The sample data shipped with the template was removed when this project was bootstrapped. The scripts that
+generate it stay: until your use case reads your own data, `make` regenerates the sample file it needs (for
+example `data/diabetes.csv` from scikit-learn's bundled data) before training and testing.
 
 Put your own data here (or point the pipeline inputs at it): one file per data set, for example
 `data/<your_data>.csv`, and update the default input paths of your use case's pipeline
@@ -675,7 +677,7 @@ def build(template: Path, staging: Path, name: str, drop_ff: bool, drop_sample_d
             report.dropped_files.append(p)
         elif drop_ff and is_ff_path(p):
             report.dropped_files.append(p)
-        elif drop_sample_data and p.startswith("data/"):
+        elif drop_sample_data and p.startswith("data/") and not p.endswith(".py"):  # generators stay
             report.dropped_files.append(p)
         else:
             keep.append(p)

@@ -314,7 +314,7 @@ def test_bootstrap_drop_ff_and_data(tmp_path: Path, mini: Path) -> None:
     for rel, text in files.items():
         assert not re.search(r"(?<![\w.-])ff/", text), rel
         assert not bs.FF_REF.search(text), (rel, text)
-    assert sorted(p for p in files if p.startswith("data/")) == ["data/README.md"]
+    assert sorted(p for p in files if p.startswith("data/")) == ["data/README.md", "data/create_diabetes_csv.py"]
     assert "train-diabetes" in files["Makefile"] and "def test_folder" in files["tests/test_use_cases.py"]
     assert "import json" not in files["tests/test_use_cases.py"]  # left unused, removed by ruff
     assert "refers to removed sample data data/diabetes.csv" in result.stdout  # .env.example
@@ -384,15 +384,18 @@ def test_bootstrapped_project_tests_and_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_project_without_ff_lints_imports_and_trains(tmp_path: Path) -> None:
-    """--drop-ff leaves a working project: lint clean, every remaining test module imports, the Azure job
-    tests (which had ff parts) pass, and the local training flow runs."""
+def test_project_without_ff_and_sample_data_lints_imports_and_trains(tmp_path: Path) -> None:
+    """--drop-ff --drop-sample-data leaves a working project: lint clean, every remaining test module imports, the
+    Azure job tests (which had ff parts) pass, and, once make regenerates the sample file, the local flow trains."""
     target = tmp_path / "proj"
-    result = run_cli("--directory", str(target), "--name", "churn_model", "--drop-ff", "--quiet")
+    args = ["--directory", str(target), "--name", "churn_model", "--drop-ff", "--drop-sample-data", "--quiet"]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert not (target / "ff").exists() and not (target / "ml_service/pipelines/steps/ff_train.py").exists()
+    assert not (target / "data/diabetes.csv").exists() and (target / "data/create_diabetes_csv.py").is_file()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     for cmd in (
+        ["data/create_diabetes_csv.py", "--output", "data/diabetes.csv"],  # what make does when the file is missing
         ["-m", "ruff", "check", "."],
         ["-m", "ruff", "format", "--check", "."],
         ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests"],
