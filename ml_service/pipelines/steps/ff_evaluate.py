@@ -20,25 +20,6 @@ from ml_service.util.files import write_json
 DECISIONS_FILE = "decisions.json"
 
 
-def is_better(candidate: float, incumbent: float, direction: str) -> bool:
-    return candidate < incumbent if direction == "minimize" else candidate > incumbent
-
-
-def decide(
-    candidate: dict[str, float] | None, incumbent: dict[str, float] | None, metric: str, direction: str
-) -> tuple[bool, str]:
-    """Promote when there is no incumbent or the candidate is strictly better; say why either way."""
-    if candidate is None:
-        return False, "training failed"
-    value = candidate[metric]
-    if incumbent is None or metric not in incumbent:
-        return True, f"new model, {metric}={value:.6g}"
-    versus = f"{metric}={value:.6g} vs production {incumbent[metric]:.6g}"
-    if is_better(value, incumbent[metric], direction):
-        return True, f"{versus}: better"
-    return False, f"{versus}: not better"
-
-
 def production_metrics(
     client: Any, name: str, alias: str, scratch: Path
 ) -> tuple[str | None, dict[str, dict[str, float]]]:
@@ -63,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from ff.config import load_pipeline_config
+        from ff.evaluate import decide
         from ml_service.registry.mlflow_registry import connect
 
         config = load_pipeline_config(args.config)
