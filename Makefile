@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: help setup lock run train train-diabetes train-ff package serve smoke lint test pipelines-check iac-check clean distclean
+.PHONY: help setup lock ui run train train-diabetes train-ff package serve smoke lint test pipelines-check iac-check clean distclean
 
 help:
 	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
 	@echo "make test   - set up, lint and run the test suite"
 	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
+	@echo "make ui     - the MLflow UI on the local registry at 127.0.0.1:\$${MLFLOW_UI_PORT:-5000}"
 	@echo "make lint | lock | clean"
 
 # A virtual environment with exactly the locked dependencies. uv comes from PyPI through pip, then installs the lock,
@@ -67,6 +68,13 @@ lint: setup
 
 test: setup lint $(SAMPLE_DATA)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The MLflow UI on the local registry. The project installs mlflow-skinny (no web UI), so uv runs the full mlflow
+# package of the same version in a throw-away environment.
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow-skinny==//p' requirements.lock)
+ui: setup
+	$(UV) tool run --from "mlflow==$(MLFLOW_VERSION)" mlflow ui --host 127.0.0.1 --port $${MLFLOW_UI_PORT:-5000} \
+	  --backend-store-uri "$$($(PY) -c 'from ml_service.util.env_variables import load_settings; print(load_settings().tracking_uri)')"
 
 # Parts of `make test`, runnable alone.
 pipelines-check: setup
