@@ -41,6 +41,17 @@ def seed_store(local: Path, template: Path) -> None:
     shutil.copy(template, local / "mlflow.db")
 
 
+def copy_project(root: Path, packages: tuple[str, ...], empty_db: Path) -> Path:
+    """A copy of the code a run needs (`packages` plus the sample data) with an empty registry, as a fresh clone
+    would have after its first run."""
+    for folder in packages:
+        shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "data").mkdir()
+    shutil.copy(REPO_ROOT / "data" / "diabetes.csv", root / "data" / "diabetes.csv")
+    seed_store(root / "local", empty_db)
+    return root
+
+
 @pytest.fixture
 def settings(isolated_settings: Path, empty_mlflow_db: Path):
     seed_store(isolated_settings, empty_mlflow_db)

@@ -20,7 +20,7 @@ from ml_service.pipelines.steps import ff_evaluate, ff_prepare, ff_register, ff_
 from ml_service.registry.mlflow_registry import STATE_TAG, download_model, production_model
 from ml_service.registry.model_set import partition_folder, read_manifest
 from ml_service.util.files import read_json
-from tests.conftest import REPO_ROOT, run_module, seed_store
+from tests.conftest import REPO_ROOT, copy_project, run_module
 
 BASE_CONFIG = REPO_ROOT / "tests" / "data" / "ff_partitioned.json"
 MIXED_CONFIG = REPO_ROOT / "tests" / "data" / "ff_mixed.json"
@@ -200,14 +200,9 @@ def test_promotion_per_model_and_no_half_written_registry_entry(settings, tmp_pa
 @pytest.fixture
 def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
     """A copy of the code with the mixed test config as ff/pipeline_config.json (the runner's fixed config)."""
-    root = tmp_path / "project"
-    for folder in ("ml_service", "ff"):
-        shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "data").mkdir()
-    shutil.copy(REPO_ROOT / "data" / "diabetes.csv", root / "data" / "diabetes.csv")
+    root = copy_project(tmp_path / "project", ("ml_service", "ff"), empty_mlflow_db)
     shutil.copy(MIXED_CONFIG, root / "ff" / "pipeline_config.json")
     monkeypatch.setenv("LOCAL_DIR", "local")
-    seed_store(root / "local", empty_mlflow_db)
     return root
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,15 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.pipelines.catalog import training_pipeline
 from ml_service.pipelines.definition import Binding, PipelineSpec, StepSpec
-from tests.conftest import REPO_ROOT, run_module, seed_store
+from tests.conftest import copy_project, run_module
 
 RUNNER = "ml_service.pipelines.run_train_pipeline"
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
-    root = tmp_path / "project"
-    for folder in ("ml_service", "diabetes_regression"):
-        shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "data").mkdir()
-    shutil.copy(REPO_ROOT / "data" / "diabetes.csv", root / "data" / "diabetes.csv")
     monkeypatch.setenv("LOCAL_DIR", "local")
-    seed_store(root / "local", empty_mlflow_db)
-    return root
+    return copy_project(tmp_path / "project", ("ml_service", "diabetes_regression"), empty_mlflow_db)
 
 
 def set_alpha(project: Path, alpha: float) -> None:
