@@ -24,6 +24,13 @@ def _require(X: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"missing input column(s) {missing}; the model needs {list(columns)}")
 
 
+def _stack(features: dict[str, np.ndarray], names: Sequence[str], rows: int) -> np.ndarray:
+    out = np.empty((rows, len(names)), dtype=float)
+    for i, name in enumerate(names):
+        out[:, i] = features[name]
+    return out
+
+
 class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
     """Calendar (hour, weekday, season; no holidays) and weather features from a time stamp column.
 
@@ -46,18 +53,22 @@ class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
         self.one_hot = one_hot
 
     def _all_features(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        times = pd.DatetimeIndex(pd.to_datetime(X[self.time_column]))
+        stamps = X[self.time_column]
+        times = pd.DatetimeIndex(stamps if pd.api.types.is_datetime64_any_dtype(stamps) else pd.to_datetime(stamps))
         hour = times.hour.to_numpy()
         dow = times.day_of_week.to_numpy()
         doy = times.day_of_year.to_numpy().astype(float)
         weekend = (dow >= 5).astype(float)
         out: dict[str, np.ndarray] = {}
         if self.one_hot:
+            # indicator columns in the order weekday_hour_0, weekend_hour_0, weekday_hour_1, ...
+            slot = (2 * hour + (dow >= 5))[:, None] == np.arange(48)
             for h in range(24):
-                out[f"weekday_hour_{h}"] = ((hour == h) & (weekend == 0)).astype(float)
-                out[f"weekend_hour_{h}"] = ((hour == h) & (weekend == 1)).astype(float)
+                out[f"weekday_hour_{h}"] = slot[:, 2 * h].astype(float)
+                out[f"weekend_hour_{h}"] = slot[:, 2 * h + 1].astype(float)
+            days = dow[:, None] == np.arange(7)
             for d in range(7):
-                out[f"dow_{d}"] = (dow == d).astype(float)
+                out[f"dow_{d}"] = days[:, d].astype(float)
         else:
             out["hour"] = hour.astype(float)
             out["day_of_week"] = dow.astype(float)
@@ -78,18 +89,34 @@ class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
             out["cooling_degrees_daytime"] = out["cooling_degrees"] * daytime
         return out
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def _fit_features(self, X: pd.DataFrame) -> np.ndarray:
+        """Fit; return the features that vary, as a matrix."""
         columns = [self.time_column, *self.weather_columns]
         _require(X, columns)
         features = self._all_features(X)
-        self.feature_names_ = [n for n, v in features.items() if len(v) and np.ptp(v) > 0]
+        matrix = _stack(features, list(features), len(X))
+        varies = np.ptp(matrix, axis=0) > 0 if len(X) else np.zeros(matrix.shape[1], dtype=bool)
+        self.feature_names_ = [name for name, keep in zip(features, varies, strict=True) if keep]
         self.input_schema_ = {self.time_column: "datetime", **{c: "number" for c in self.weather_columns}}
+        return matrix[:, varies]
+
+    def fit(self, X: pd.DataFrame, y=None):
+        self._fit_features(X)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         _require(X, list(self.input_schema_))
         features = self._all_features(X)
         return pd.DataFrame({n: features[n] for n in self.feature_names_}, index=X.index)
+
+    def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
+        """Fit, and the training features as one array (columns in ``feature_names_`` order), computed once:
+        a closed-form fit needs only the matrix, and building a DataFrame costs more than the features."""
+        return self._fit_features(X)
+
+    def transform_array(self, X: pd.DataFrame) -> np.ndarray:
+        _require(X, list(self.input_schema_))
+        return _stack(self._all_features(X), self.feature_names_, len(X))
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_, dtype=object)
@@ -110,6 +137,13 @@ class NumericColumns(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         _require(X, self.columns)
         return X.loc[:, list(self.columns)].astype(float)
+
+    def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fit(X).transform_array(X)
+
+    def transform_array(self, X: pd.DataFrame) -> np.ndarray:
+        _require(X, self.columns)
+        return X[list(self.columns)].to_numpy(dtype=float)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray(self.feature_names_, dtype=object)

@@ -339,7 +339,11 @@ def read_prepared(path: str | Path, use_case: UseCase) -> pd.DataFrame:
     """Read one prepared file back with its types (time column as datetime)."""
     df = pd.read_csv(path)
     if use_case.time_column:
-        df[use_case.time_column] = pd.to_datetime(df[use_case.time_column])
+        times = df[use_case.time_column]
+        try:  # the format prepare writes: parsing it is twice as fast as inferring one
+            df[use_case.time_column] = pd.to_datetime(times, format=TIME_FORMAT)
+        except ValueError:
+            df[use_case.time_column] = pd.to_datetime(times)
     for column in use_case.partition_columns:
         df[column] = df[column].astype(str)
     return df

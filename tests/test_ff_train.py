@@ -14,7 +14,15 @@ from ff.config import load_pipeline_config
 from ff.data_generator import generate_energy
 from ff.plots import plot_holdout
 from ff.prepare import prepare_frame
-from ff.train_automl import regression_metrics, save_model, split_holdout, train_model
+from ff.train_automl import (
+    fast_pipeline,
+    fit_ridge_pipeline,
+    predict_ridge_pipeline,
+    regression_metrics,
+    save_model,
+    split_holdout,
+    train_model,
+)
 
 CONFIG = load_pipeline_config()
 ENERGY = CONFIG.get("nyc_energy_model")
@@ -57,6 +65,63 @@ def test_fast_path_fits_quickly_and_predicts_from_raw_columns(region_part):
     predicted = pickle.loads(pickle.dumps(result.model)).predict(raw)
     assert predicted.shape == (2,) and predicted[1] > predicted[0] > 0
     assert result.train_seconds < 1.0
+
+
+def _fitted_attributes(estimator) -> dict:
+    return {k: v for k, v in vars(estimator).items() if k.endswith("_")}
+
+
+@pytest.mark.parametrize("partition", ["region=r0000", "region=r0001"])
+def test_closed_form_ridge_equals_scikit_learns_fit(partition):
+    """The fast path's NumPy fit must give the model scikit-learn's own fit gives: same classes, same fitted
+    attributes, same predictions (on the hold-out and on rows it never saw)."""
+    part = prepare_frame(generate_energy(2, days=30, seed=11, start="2018-01-03"), REGIONS)[partition]
+    train, holdout = split_holdout(part, REGIONS)
+    columns = list(REGIONS.input_columns)
+    X, y = train[columns], train.demand.to_numpy()
+    expected = fast_pipeline(REGIONS).fit(X, y)
+    actual = fit_ridge_pipeline(X, y, REGIONS)
+    assert [type(s) for _, s in actual.steps] == [type(s) for _, s in expected.steps]
+    assert actual.named_steps["features"].feature_names_ == expected.named_steps["features"].feature_names_
+    for step in ("scale", "model"):
+        want, got = _fitted_attributes(expected.named_steps[step]), _fitted_attributes(actual.named_steps[step])
+        assert set(got) == set(want), step
+        for name, value in want.items():
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                np.testing.assert_allclose(got[name], value, rtol=1e-9, atol=1e-9, err_msg=f"{step}.{name}")
+            elif isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-9), f"{step}.{name}"
+            else:
+                assert np.all(got[name] == value) and type(got[name]) is type(value), f"{step}.{name}"
+    unseen = holdout[columns].assign(temp=holdout.temp + 15.0)  # a heat wave the training data never had
+    for frame in (holdout[columns], unseen):
+        np.testing.assert_allclose(actual.predict(frame), expected.predict(frame), rtol=1e-9)
+        np.testing.assert_allclose(predict_ridge_pipeline(actual, frame), expected.predict(frame), rtol=1e-9)
+
+
+def test_closed_form_ridge_on_numeric_columns_equals_scikit_learns_fit(diabetes):
+    train, _ = split_holdout(diabetes, DIABETES)
+    X, y = train[list(DIABETES.input_columns)], train.Y.to_numpy(dtype=float)
+    expected = fast_pipeline(DIABETES).fit(X, y)
+    actual = fit_ridge_pipeline(X, y, DIABETES)
+    np.testing.assert_allclose(actual.predict(X), expected.predict(X), rtol=1e-9)
+    np.testing.assert_allclose(actual.named_steps["model"].coef_, expected.named_steps["model"].coef_, rtol=1e-9)
+
+
+def test_closed_form_ridge_refuses_constant_training_data(region_part):
+    flat = region_part.head(200).assign(timeStamp=region_part.timeStamp.iloc[0], precip=0.0, temp=70.0)
+    with pytest.raises(ValueError, match="no input feature varies"):
+        fit_ridge_pipeline(flat[list(REGIONS.input_columns)], flat.demand.to_numpy(), REGIONS)
+
+
+def test_saved_model_loads_with_joblib_and_pickle(region_part, tmp_path):
+    import joblib
+
+    result = train_model(region_part, REGIONS)
+    path = save_model(result, tmp_path / "m")
+    raw = region_part[list(REGIONS.input_columns)].tail(5)
+    for loaded in (joblib.load(path), pickle.loads(path.read_bytes())):
+        np.testing.assert_allclose(loaded.predict(raw), result.model.predict(raw))
 
 
 def test_fast_path_beats_a_seasonal_naive_baseline(region_part):
