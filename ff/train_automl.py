@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve as scipy_solve
@@ -143,15 +142,14 @@ def fit_ridge_pipeline(X: pd.DataFrame, y: np.ndarray, use_case: UseCase) -> Pip
         feature_names_in_=names, n_features_in_=width, n_samples_seen_=np.int64(n), mean_=mean, var_=var, scale_=scale
     )
     scaled = centred / scale
-    scaled -= scaled.mean(axis=0)  # Ridge centres its input again (fit_intercept)
+    offset = scaled.mean(axis=0)  # ~0: Ridge centres its (already standardised) input again
+    scaled -= offset
     y_mean = y.mean()
     gram = scaled.T @ scaled
     gram.flat[:: width + 1] += ridge.alpha
     coef = scipy_solve(gram, scaled.T @ (y - y_mean), assume_a="pos", overwrite_a=True)
-    intercept = y_mean - ((matrix - mean) / scale).mean(axis=0) @ coef
-    ridge.__dict__.update(
-        n_features_in_=width, coef_=coef, intercept_=float(intercept), n_iter_=None, solver_="cholesky"
-    )
+    intercept = np.float64(y_mean - offset @ coef)
+    ridge.__dict__.update(n_features_in_=width, coef_=coef, intercept_=intercept, n_iter_=None, solver_="cholesky")
     return model
 
 
