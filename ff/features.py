@@ -89,19 +89,26 @@ class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
             out["cooling_degrees_daytime"] = out["cooling_degrees"] * daytime
         return out
 
-    def _fit_features(self, X: pd.DataFrame) -> np.ndarray:
-        """Fit; return the features that vary, as a matrix."""
-        columns = [self.time_column, *self.weather_columns]
-        _require(X, columns)
+    def candidate_matrix(self, X: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+        """Every feature before constant ones are dropped: (names, matrix). Rows are computed independently, so
+        the matrix of several partitions stacked is their matrices stacked: many partitions, one computation."""
+        _require(X, [self.time_column, *self.weather_columns])
         features = self._all_features(X)
-        matrix = _stack(features, list(features), len(X))
-        varies = np.ptp(matrix, axis=0) > 0 if len(X) else np.zeros(matrix.shape[1], dtype=bool)
-        self.feature_names_ = [name for name, keep in zip(features, varies, strict=True) if keep]
+        return list(features), _stack(features, list(features), len(X))
+
+    def fit_candidates(self, names: Sequence[str], matrix: np.ndarray) -> np.ndarray:
+        """Fit on the candidate matrix of the training rows; return the indices of the columns kept."""
+        finite = np.isfinite(matrix).all(axis=0)
+        if not finite.all():  # a NaN would make the column look constant and drop it without a word
+            bad = [name for name, ok in zip(names, finite, strict=True) if not ok]
+            raise ValueError(f"missing or infinite values in feature(s) {bad}: fill or drop them before training")
+        varies = np.ptp(matrix, axis=0) > 0 if len(matrix) else np.zeros(matrix.shape[1], dtype=bool)
+        self.feature_names_ = [name for name, keep in zip(names, varies, strict=True) if keep]
         self.input_schema_ = {self.time_column: "datetime", **{c: "number" for c in self.weather_columns}}
-        return matrix[:, varies]
+        return np.flatnonzero(varies)
 
     def fit(self, X: pd.DataFrame, y=None):
-        self._fit_features(X)
+        self.fit_transform_array(X)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +119,8 @@ class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
     def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
         """Fit, and the training features as one array (columns in ``feature_names_`` order), computed once:
         a closed-form fit needs only the matrix, and building a DataFrame costs more than the features."""
-        return self._fit_features(X)
+        names, matrix = self.candidate_matrix(X)
+        return matrix[:, self.fit_candidates(names, matrix)]
 
     def transform_array(self, X: pd.DataFrame) -> np.ndarray:
         _require(X, list(self.input_schema_))
@@ -137,6 +145,14 @@ class NumericColumns(TransformerMixin, BaseEstimator):
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         _require(X, self.columns)
         return X.loc[:, list(self.columns)].astype(float)
+
+    def candidate_matrix(self, X: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+        return list(self.columns), self.transform_array(X)
+
+    def fit_candidates(self, names: Sequence[str], matrix: np.ndarray) -> np.ndarray:
+        self.input_schema_ = {c: "number" for c in names}
+        self.feature_names_ = list(names)
+        return np.arange(len(names))
 
     def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
         return self.fit(X).transform_array(X)

@@ -11,6 +11,8 @@ Why each step exists:
 from __future__ import annotations
 
 import argparse
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -337,7 +339,10 @@ def write_partitions(parts: dict[str, pd.DataFrame], folder: str | Path) -> dict
 
 def read_prepared(path: str | Path, use_case: UseCase) -> pd.DataFrame:
     """Read one prepared file back with its types (time column as datetime)."""
-    df = pd.read_csv(path)
+    return _typed(pd.read_csv(path), use_case)
+
+
+def _typed(df: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
     if use_case.time_column:
         times = df[use_case.time_column]
         try:  # the format prepare writes: parsing it is twice as fast as inferring one
@@ -347,6 +352,34 @@ def read_prepared(path: str | Path, use_case: UseCase) -> pd.DataFrame:
     for column in use_case.partition_columns:
         df[column] = df[column].astype(str)
     return df
+
+
+def read_prepared_batch(paths: Sequence[str | Path], use_case: UseCase) -> tuple[pd.DataFrame, list[int]]:
+    """Several prepared files as one frame, and where each file's rows start (plus the total at the end).
+
+    Why: parsing a few hundred rows costs pandas about a millisecond of set-up per call; one parse of the
+    files joined costs a fraction of that per file. Raises ValueError when the files cannot be joined
+    (different headers, blank or quoted multi-line rows): read them one by one then.
+    """
+    header: bytes | None = None
+    bodies: list[bytes] = []
+    starts = [0]
+    for path in paths:
+        first, _, body = Path(path).read_bytes().partition(b"\n")
+        if header is None:
+            header = first
+        elif first != header:
+            raise ValueError(f"{path}: its header differs from {paths[0]}'s")
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        bodies.append(body)
+        starts.append(starts[-1] + body.count(b"\n"))
+    if header is None:
+        raise ValueError("no prepared file to read")
+    df = pd.read_csv(io.BytesIO(header + b"\n" + b"".join(bodies)))
+    if len(df) != starts[-1]:
+        raise ValueError(f"{len(df)} rows parsed from {len(bodies)} files that have {starts[-1]} lines")
+    return _typed(df, use_case), starts
 
 
 def prepare_file(input_path: str | Path, output_folder: str | Path, use_case: UseCase) -> dict[str, Path]:

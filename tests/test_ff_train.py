@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ff.config import load_pipeline_config
 from ff.data_generator import generate_energy
 from ff.plots import plot_holdout
-from ff.prepare import prepare_frame
+from ff.prepare import TIME_FORMAT, prepare_frame, read_prepared, read_prepared_batch
 from ff.train_automl import (
     fast_pipeline,
     fit_ridge_pipeline,
@@ -22,6 +22,7 @@ from ff.train_automl import (
     save_model,
     split_holdout,
     train_model,
+    train_ridge_partitions,
 )
 
 CONFIG = load_pipeline_config()
@@ -168,3 +169,67 @@ def test_forecast_plot(region_part, tmp_path):
 def test_too_little_data_is_refused(region_part):
     with pytest.raises(ValueError, match="too few"):
         train_model(region_part.head(40), REGIONS)
+
+
+@pytest.fixture(scope="module")
+def partitions():
+    parts = prepare_frame(generate_energy(5, days=21, seed=3, start="2017-12-20"), REGIONS)
+    return [parts[key] for key in sorted(parts)]
+
+
+def test_partitions_trained_together_equal_each_trained_alone(partitions):
+    shuffled = partitions[2].sample(frac=1.0, random_state=0)  # not in time order: trained on its own path
+    short = partitions[3].head(40)  # too few rows to hold out: this partition fails, alone
+    frames = [partitions[0], partitions[1], shuffled, short, partitions[4]]
+    stacked = pd.concat(frames, ignore_index=True)
+    starts = np.cumsum([0, *(len(f) for f in frames)]).tolist()
+    together = train_ridge_partitions(stacked, starts, REGIONS)
+    assert len(together) == len(frames)
+    assert isinstance(together[3], ValueError) and "too few" in str(together[3])
+    columns = list(REGIONS.input_columns)
+    for frame, result in zip(frames, together, strict=True):
+        if frame is short:
+            continue
+        alone = train_model(frame, REGIONS, fast=True)
+        assert result.estimator == "ridge" and result.fast_path and result.n_train == alone.n_train
+        assert result.metrics == pytest.approx(alone.metrics, rel=1e-9)
+        pd.testing.assert_frame_equal(result.holdout, alone.holdout, rtol=1e-9)
+        sample = frame[columns].head(24)
+        np.testing.assert_allclose(result.model.predict(sample), alone.model.predict(sample), rtol=1e-9)
+        reference = fast_pipeline(REGIONS).fit(*_training_part(frame))
+        np.testing.assert_allclose(result.model.predict(sample), reference.predict(sample), rtol=1e-9)
+
+
+def _training_part(frame):
+    train, _ = split_holdout(frame, REGIONS)
+    return train[list(REGIONS.input_columns)], train.demand.to_numpy()
+
+
+def test_a_partition_with_missing_values_fails_alone(partitions):
+    broken = partitions[1].copy()
+    broken.loc[broken.index[10], "temp"] = np.nan
+    frames = [partitions[0], broken]
+    starts = [0, len(frames[0]), len(frames[0]) + len(broken)]
+    together = train_ridge_partitions(pd.concat(frames, ignore_index=True), starts, REGIONS)
+    assert not isinstance(together[0], Exception)
+    assert isinstance(together[1], ValueError) and "missing or infinite values" in str(together[1])
+    with pytest.raises(ValueError, match="missing or infinite values"):
+        fast_pipeline(REGIONS).fit(*_training_part(broken))
+
+
+def test_prepared_files_read_together_equal_each_read_alone(partitions, tmp_path):
+    paths = []
+    for index, frame in enumerate(partitions[:3]):
+        paths.append(tmp_path / f"p{index}.csv")
+        frame.to_csv(paths[-1], index=False, date_format=TIME_FORMAT, lineterminator="\n")
+    frame, starts = read_prepared_batch(paths, REGIONS)
+    assert starts == np.cumsum([0, *(len(p) for p in partitions[:3])]).tolist()
+    for path, first, end in zip(paths, starts[:-1], starts[1:], strict=True):
+        alone = read_prepared(path, REGIONS)
+        pd.testing.assert_frame_equal(frame.iloc[first:end].reset_index(drop=True), alone)
+    partitions[3].drop(columns=["precip"]).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="header differs"):
+        read_prepared_batch([*paths, tmp_path / "other.csv"], REGIONS)
+    (tmp_path / "blank.csv").write_text(paths[0].read_text() + "\n")
+    with pytest.raises(ValueError, match="rows parsed"):
+        read_prepared_batch([paths[1], tmp_path / "blank.csv"], REGIONS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.pipelines.many_models import RESULT_FILE, model_folder, read_plan, run_tasks
+from ml_service.pipelines.many_models import RESULT_FILE, model_folder, read_plan, run_tasks, train_batch, train_one
 from ml_service.pipelines.steps import ff_prepare, ff_train
 from ml_service.util.files import read_json
 from tests.conftest import REPO_ROOT
@@ -107,3 +107,36 @@ def test_dask_cluster_gives_the_same_metrics_as_the_process_pool(settings, tmp_p
         assert a.metrics == pytest.approx(b.metrics, rel=1e-9), a.model_id
         assert a.estimator == b.estimator == "ridge"
         assert (model_folder(tmp_path / "dask", b.model_id) / "model.joblib").is_file()
+
+
+def test_partitions_trained_together_match_one_by_one_and_fail_alone(settings, tmp_path):
+    config, prepared = write_config(tmp_path), tmp_path / "prepared"
+    tasks = prepare(config, prepared)
+    short = prepared / tasks[2].data_file  # same header, too few rows to hold out: fails, and only it
+    short.write_text("".join(short.read_text().splitlines(keepends=True)[:41]))
+    together = train_batch(tasks, prepared, tmp_path / "together", config)
+    assert [r.model_id for r in together] == [t.model_id for t in tasks]
+    assert [r.status for r in together] == ["trained", "trained", "failed", "trained"]
+    assert together[2].error.startswith("ValueError") and "too few" in together[2].error
+    for task, result in zip(tasks, together, strict=True):
+        if result.status == "failed":
+            assert not model_folder(tmp_path / "together", task.model_id).exists()
+            continue
+        alone = train_one(task, prepared, tmp_path / "alone", config)
+        assert result.metrics == pytest.approx(alone.metrics, rel=1e-9)
+        saved = [read_json(model_folder(tmp_path / run, task.model_id) / "model.json") for run in ("together", "alone")]
+        assert saved[0]["sample_input"] == saved[1]["sample_input"] and len(saved[0]["sample_input"]) == 2
+        assert saved[0]["input_schema"] == saved[1]["input_schema"]
+    rerun = train_batch(tasks, prepared, tmp_path / "together", config)
+    assert [r.status for r in rerun] == ["skipped", "skipped", "failed", "skipped"]
+
+
+def test_what_runs_meanwhile_fails_the_run_and_stops_the_pool(settings, tmp_path):
+    config, prepared = write_config(tmp_path), tmp_path / "prepared"
+    tasks = prepare(config, prepared)
+
+    def unreachable_registry() -> None:
+        raise RuntimeError("registry unreachable")
+
+    with pytest.raises(RuntimeError, match="registry unreachable"):
+        run_tasks(tasks, prepared, tmp_path / "trained", config, workers=2, meanwhile=unreachable_registry)

@@ -113,21 +113,28 @@ def _finished(folder: Path, task: ModelTask) -> dict[str, Any] | None:
 
 def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_path: Path) -> ModelResult:
     """Train one model into its folder, atomically: a temporary folder renamed into place when complete."""
-    from ff.plots import plot_holdout
     from ff.prepare import read_prepared
-    from ff.train_automl import save_model, train_model
+    from ff.train_automl import train_model
 
-    folder = model_folder(trained_dir, task.model_id)
-    saved = _finished(folder, task)
+    saved = _finished(model_folder(trained_dir, task.model_id), task)
     if saved is not None:
         return ModelResult(**{**saved, "status": "skipped"})
     use_case = _load_config(str(config_path)).get(task.model_name)
     started = time.perf_counter()
     frame = read_prepared(prepared_dir / task.data_file, use_case)
     result = train_model(frame, use_case, fast=task.fast)
-    sample = frame[list(use_case.input_columns)].head(2)
-    if use_case.time_column:
-        sample[use_case.time_column] = sample[use_case.time_column].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return _write_model(task, use_case, result, frame, trained_dir, time.perf_counter() - started)
+
+
+def _write_model(
+    task: ModelTask, use_case: Any, result: Any, frame: Any, trained_dir: Path, seconds: float
+) -> ModelResult:
+    """Save a trained model (its first data rows as the sample input) into its folder, all-or-nothing."""
+    from ff.plots import plot_holdout
+    from ff.train_automl import save_model
+
+    started = time.perf_counter()
+    folder = model_folder(trained_dir, task.model_id)
     outcome = ModelResult(
         task.model_id,
         task.model_name,
@@ -149,14 +156,14 @@ def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_pat
             "model_id": task.model_id,
             "partition_key": task.key,
             "task": use_case.task,
-            "sample_input": sample.to_numpy().tolist(),
+            "sample_input": _sample_input(frame, use_case),
             "data_hash": task.data_hash,
             "config_hash": task.config_hash,
         },
     )
     if task.plot:
         plot_holdout(result.holdout, use_case, staging / PLOT_FILE, title=f"{task.model_id}: hold-out")
-    outcome.seconds = time.perf_counter() - started
+    outcome.seconds = seconds + time.perf_counter() - started
     # a plain write: the folder's rename below is what makes the result all-or-nothing (an fsync'd atomic
     # write here cost more than a small model's fit)
     (staging / RESULT_FILE).write_text(json.dumps(asdict(outcome), indent=2, sort_keys=True) + "\n")
@@ -166,30 +173,97 @@ def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_pat
     return outcome
 
 
+def _sample_input(frame: Any, use_case: Any, rows: int = 2) -> list[list[Any]]:
+    """The first rows of the model's input columns, as JSON-ready values (time stamps as text)."""
+    head = frame.iloc[:rows]
+    columns = []
+    for column in use_case.input_columns:
+        values = head[column]
+        if column == use_case.time_column:
+            values = values.dt.strftime("%Y-%m-%d %H:%M:%S")
+        columns.append(values.tolist())
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def _failed(task: ModelTask, exc: BaseException) -> ModelResult:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if os.environ.get("MLOPS_DEBUG"):
+        traceback.print_exception(exc)
+    return ModelResult(
+        task.model_id,
+        task.model_name,
+        task.key,
+        "failed",
+        task.data_hash,
+        task.config_hash,
+        error=f"{type(exc).__name__}: {message}",
+    )
+
+
+def _train_isolated(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_path: Path) -> ModelResult:
+    try:
+        return train_one(task, prepared_dir, trained_dir, config_path)
+    except Exception as exc:  # noqa: BLE001 - isolate each model; the error is reported with its name
+        return _failed(task, exc)
+
+
+def _train_together(
+    tasks: Sequence[ModelTask], prepared_dir: Path, trained_dir: Path, config_path: Path
+) -> list[ModelResult]:
+    """Partitions of one use case on the ridge fast path: one read and one feature computation for all."""
+    from ff.prepare import read_prepared_batch
+    from ff.train_automl import train_ridge_partitions
+
+    use_case = _load_config(str(config_path)).get(tasks[0].model_name)
+    started = time.perf_counter()
+    try:
+        frame, starts = read_prepared_batch([prepared_dir / task.data_file for task in tasks], use_case)
+        trained = train_ridge_partitions(frame, starts, use_case)
+    except Exception:  # noqa: BLE001 - files that cannot be read together are read one by one, errors per model
+        return [_train_isolated(task, prepared_dir, trained_dir, config_path) for task in tasks]
+    shared = (time.perf_counter() - started - sum(getattr(r, "train_seconds", 0.0) for r in trained)) / len(tasks)
+    outcomes = []
+    for task, first, end, result in zip(tasks, starts[:-1], starts[1:], trained, strict=True):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            rows = frame.iloc[first:end]
+            outcomes.append(_write_model(task, use_case, result, rows, trained_dir, shared + result.train_seconds))
+        except Exception as exc:  # noqa: BLE001 - isolate each model; the error is reported with its name
+            outcomes.append(_failed(task, exc))
+    return outcomes
+
+
 def train_batch(
     tasks: Sequence[ModelTask], prepared_dir: Path, trained_dir: Path, config_path: Path
 ) -> list[ModelResult]:
-    """Train several models in one worker call; one model's failure is recorded, never raised."""
-    results = []
+    """Train several models in one worker call; one model's failure is recorded, never raised.
+
+    Partitions on the ridge fast path are trained together (one read, one feature computation, each model
+    fitted on its slice); every other model on its own. Results are in the order of `tasks`.
+    """
+    from ff.train_automl import batch_trainable
+
+    results: dict[str, ModelResult] = {}
+    together: dict[str, list[ModelTask]] = {}
     for task in tasks:
+        saved = _finished(model_folder(trained_dir, task.model_id), task)
+        if saved is not None:
+            results[task.model_id] = ModelResult(**{**saved, "status": "skipped"})
+            continue
         try:
-            results.append(train_one(task, prepared_dir, trained_dir, config_path))
-        except Exception as exc:  # noqa: BLE001 - isolate each model; the error is reported with its name
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            results.append(
-                ModelResult(
-                    task.model_id,
-                    task.model_name,
-                    task.key,
-                    "failed",
-                    task.data_hash,
-                    task.config_hash,
-                    error=f"{type(exc).__name__}: {message}",
-                )
-            )
-            if os.environ.get("MLOPS_DEBUG"):
-                traceback.print_exc()
-    return results
+            use_case = _load_config(str(config_path)).get(task.model_name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a use case no longer in the configuration
+            results[task.model_id] = _failed(task, exc)
+            continue
+        if task.key and batch_trainable(use_case, task.fast):
+            together.setdefault(task.model_name, []).append(task)
+        else:
+            results[task.model_id] = _train_isolated(task, prepared_dir, trained_dir, config_path)
+    for group in together.values():
+        for outcome in _train_together(group, prepared_dir, trained_dir, config_path):
+            results[outcome.model_id] = outcome
+    return [results[task.model_id] for task in tasks]
 
 
 def batch_size_for(n_tasks: int, workers: int, largest: int = 100) -> int:
@@ -202,7 +276,7 @@ def batches(tasks: Sequence[ModelTask], size: int) -> list[list[ModelTask]]:
 
 
 def _preload_training_modules() -> None:
-    import ff.plots  # noqa: F401
+    # not ff.plots: matplotlib takes ~1 s to import and only the few workers that draw a plot need it
     import ff.prepare  # noqa: F401
     import ff.train_automl  # noqa: F401
 
@@ -238,8 +312,13 @@ def run_tasks(
     workers: int,
     dask_scheduler_address: str = "",
     on_progress: Callable[[int], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[ModelResult]:
-    """Train every task: in this process (one worker), a process pool, or a Dask cluster given its address."""
+    """Train every task: in this process (one worker), a process pool, or a Dask cluster given its address.
+
+    `meanwhile` is called once while the pool's workers train (before training when there is no pool): the
+    parent would otherwise sit idle, so set-up such as connecting to the registry costs no extra time.
+    """
     remove_stale_staging(trained_dir)
     chunks = batches(tasks, batch_size_for(len(tasks), workers))
     args = (prepared_dir.resolve(), trained_dir.resolve(), config_path.resolve())
@@ -257,16 +336,30 @@ def run_tasks(
 
         with Client(dask_scheduler_address) as client:
             futures = [client.submit(train_batch, chunk, *args, pure=False) for chunk in chunks]
+            _while_they_run(meanwhile, futures)
             collect(future.result() for future in dask_completed(futures))
     elif workers <= 1 or len(chunks) <= 1:
+        _while_they_run(meanwhile, [])
         collect(train_batch(chunk, *args) for chunk in chunks)
     else:
         _preload_training_modules()  # forked workers inherit them instead of each importing them again
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_one_thread_per_worker) as pool:
             futures = [pool.submit(train_batch, chunk, *args) for chunk in chunks]
+            _while_they_run(meanwhile, futures)
             collect(future.result() for future in as_completed(futures))
     order = {task.model_id: i for i, task in enumerate(tasks)}
     return sorted(results, key=lambda r: order[r.model_id])
+
+
+def _while_they_run(meanwhile: Callable[[], None] | None, futures: Sequence[Any]) -> None:
+    if meanwhile is None:
+        return
+    try:
+        meanwhile()
+    except BaseException:
+        for future in futures:  # no point training on: stop what has not started
+            future.cancel()
+        raise
 
 
 def check_error_threshold(results: Sequence[ModelResult], threshold: int) -> None:

@@ -8,6 +8,7 @@ the production alias moves once, last, so the served set is always complete.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -55,6 +56,16 @@ def next_set_models(
     return dict(sorted(models.items())), origin
 
 
+def _link_or_copy(source: str, destination: str) -> None:
+    """A hard link where the file system allows one: the set folder is only read (to be logged), and model files
+    are never changed in place (a retrained model is a new folder), so linking is safe and thousands of copies
+    are saved."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def build_set_folder(
     name: str,
     partition_columns: list[str],
@@ -73,7 +84,7 @@ def build_set_folder(
             assert production_folder is not None
             source = partition_folder(production_folder, key)
         ignore = shutil.ignore_patterns("result.json", "*.png")
-        shutil.copytree(source, partition_folder(folder, key), ignore=ignore)
+        shutil.copytree(source, partition_folder(folder, key), ignore=ignore, copy_function=_link_or_copy)
     first = read_json(partition_folder(folder, next(iter(models))) / "model.json")
     write_model_set(
         folder,

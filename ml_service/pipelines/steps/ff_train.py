@@ -50,15 +50,19 @@ def metrics_table(results) -> str:
     return out.getvalue()
 
 
-def log_training_runs(results, trained_dir: Path) -> dict[str, str]:
-    """One MLflow run per use case: counts, mean metrics, the per-model table and the hold-out plots."""
-    import mlflow
-
+def tracking_experiment() -> str:
+    """Connect to the tracking store and return the ff experiment's id (importing MLflow takes seconds)."""
     from ml_service.registry.mlflow_registry import connect, ensure_experiment
 
     settings = load_settings()
-    client = connect(settings)
-    experiment_id = ensure_experiment(client, "ff", settings)
+    return ensure_experiment(connect(settings), "ff", settings)
+
+
+def log_training_runs(results, trained_dir: Path, experiment_id: str | None = None) -> dict[str, str]:
+    """One MLflow run per use case: counts, mean metrics, the per-model table and the hold-out plots."""
+    import mlflow
+
+    experiment_id = experiment_id or tracking_experiment()
     runs = {}
     for name in sorted({r.model_name for r in results}):
         own = [r for r in results if r.model_name == name]
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             else (f"{settings.workers} process(es)")
         )
         print(f"ff_train: {len(tasks)} model(s) on {where}", flush=True)
+        experiment: list[str] = []
         with tqdm(total=len(tasks), unit="model", desc="ff_train", disable=None, file=sys.stderr) as bar:
             results = run_tasks(
                 tasks,
@@ -108,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 settings.workers,
                 settings.dask_scheduler_address,
                 bar.update,
+                meanwhile=lambda: experiment.append(tracking_experiment()),
             )
-        runs = log_training_runs(results, args.output)
+        runs = log_training_runs(results, args.output, experiment[0])
         write_json(args.output / SUMMARY_FILE, {"results": [asdict(r) for r in results], "runs": runs})
         write_atomic(args.output / METRICS_FILE, metrics_table(results).encode())
         counts = Counter(r.status for r in results)
