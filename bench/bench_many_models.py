@@ -1,11 +1,13 @@
 """Benchmark of the many-models path: the ff steps against a bare loop, or end to end at 10,000 models.
 
 Default mode (2,000 partitions): prepare once (not timed), then time
-  full  - the ff train, evaluate and register steps, each as its own process as the local runner runs them,
-          on a fresh LOCAL_DIR and an empty registry: process pool, per-model folders and results, MLflow run
-          logging, per-model evaluation, one model-set registration and the HTML report;
+  full  - the ff train, evaluate and register steps on a fresh LOCAL_DIR and an empty registry: process pool,
+          per-model folders and results, MLflow run logging, per-model evaluation, one model-set registration and
+          the HTML report. Twice: the steps in one Python process, as `make run` runs them
+          (`run_train_pipeline --in-process`), and each step as its own process (the runner's default);
   bare  - one process, one loop: read each prepared frame, split, fit the same fast estimator pipeline
-          (ff.train_automl.fast_pipeline) and compute the hold-out metrics; nothing written.
+          (ff.train_automl.fast_pipeline, scikit-learn's own fit) and compute the hold-out metrics; nothing
+          written. Half of it runs before the full runs and half after, so a drifting host speed hits both sides.
 and print bare / full (above 1 means the full path is faster than the bare loop).
 
 `--models 10000` (or any count with `--end-to-end`): prepare + train + evaluate + register as processes, with
@@ -242,6 +244,10 @@ def main() -> int:
         with TreeMemory() as memory:
             started = time.perf_counter()
             prep = step("ff_prepare", env, *c, "--output", str(prepared))
+            if not end_to_end:  # the bare loop's first half now, its second half after the full runs: a shared
+                # host's speed drifts within minutes, and this spreads the drift over both sides
+                half = args.models // 2
+                bare_first = bare_loop(config, prepared, 0, half)
             full_started = time.perf_counter()
             train = step("ff_train", env, *c, "--prepared", str(prepared), "--output", str(trained))
             evaluate = step("ff_evaluate", env, *c, "--trained", str(trained), "--output", str(decisions))
@@ -291,7 +297,8 @@ def main() -> int:
         print(f"full path, steps in one process (make run; run_train_pipeline --in-process): {one:.2f} s")
         models = registered_once["models"]
         print(f"  start-up and imports {one - sum(shares):.2f} s, {shown}; {models} models registered")
-        bare, fitting, n = bare_loop(config, prepared)
+        bare_second = bare_loop(config, prepared, half, None)
+        bare, fitting, n = (a + b for a, b in zip(bare_first, bare_second, strict=True))
         print(f"bare sequential loop (read, split, fit, predict, metrics): {bare:.2f} s for {n} models")
         print(f"  of which fitting {fitting:.2f} s; per model {1000 * bare / n:.2f} ms (imports done before timing)")
         for label, seconds in (("steps in one process", one), ("each step its own process", full)):
