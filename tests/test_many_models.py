@@ -140,3 +140,24 @@ def test_what_runs_meanwhile_fails_the_run_and_stops_the_pool(settings, tmp_path
 
     with pytest.raises(RuntimeError, match="registry unreachable"):
         run_tasks(tasks, prepared, tmp_path / "trained", config, workers=2, meanwhile=unreachable_registry)
+
+
+def test_azure_parallel_job_entry_trains_a_mini_batch_like_the_local_step(settings, tmp_path):
+    """What Azure ML's parallel job calls (`init()`, then `run(mini_batch)` with file paths), run here on local
+    files: planned files are trained with the local batch function, other files acknowledged, failures left out
+    of the result (Azure ML counts them against the job's error threshold)."""
+    from ml_service.pipelines.azureml import parallel_entry
+
+    config, prepared, trained = write_config(tmp_path), tmp_path / "prepared", tmp_path / "trained"
+    tasks = prepare(config, prepared)
+    broken = prepared / tasks[1].data_file
+    broken.write_text("".join(broken.read_text().splitlines(keepends=True)[:30]))
+    parallel_entry.init(["--prepared", str(prepared), "--output", str(trained), "--config", str(config)])
+    files = [str(prepared / "prepared.json"), *(str(prepared / t.data_file) for t in tasks)]
+    lines = [json.loads(line) for line in parallel_entry.run(files)]
+    assert lines[0] == {"file": "prepared.json", "status": "not a planned model"}
+    assert [line["model_id"] for line in lines[1:]] == [t.model_id for i, t in enumerate(tasks) if i != 1]
+    assert {line["status"] for line in lines[1:]} == {"trained"}
+    alone = train_one(tasks[0], prepared, tmp_path / "alone", config)
+    assert lines[1]["metrics"] == pytest.approx(alone.metrics, rel=1e-9)
+    assert not model_folder(trained, tasks[1].model_id).exists()

@@ -2,8 +2,8 @@
 `run(mini_batch)` per mini-batch of files of the prepared folder.
 
 It receives the same arguments as the local many-models step (`--prepared`, `--output`, `--config`, from
-`StepSpec.arguments`) and trains each file's model with the local runner's own per-model function,
-`ml_service.pipelines.many_models.train_one`, so a model trained here is the model trained locally.
+`StepSpec.arguments`) and trains the mini-batch's models with the local runner's own function,
+`ml_service.pipelines.many_models.train_batch`, so a model trained here is the model trained locally.
 
 Files of the mini-batch that are not a planned model (the plan itself, anything else in the folder) are
 acknowledged and skipped. A model whose training fails is logged and *left out* of run()'s result: Azure ML
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,9 +55,10 @@ def init(argv: list[str] | None = None) -> None:
 
 def run(mini_batch: list[str]) -> list[str]:
     """Train the models of the mini-batch; one JSON line per processed file (failures are left out)."""
-    from ml_service.pipelines.many_models import train_one
+    from ml_service.pipelines.many_models import train_batch
 
     done: list[str] = []
+    tasks = []
     for item in mini_batch:
         path = Path(item).resolve()
         try:
@@ -69,14 +68,12 @@ def run(mini_batch: list[str]) -> list[str]:
         task = _state["tasks"].get(relative)
         if task is None:
             done.append(json.dumps({"file": relative, "status": "not a planned model"}))
-            continue
-        try:
-            result = train_one(task, _state["prepared"], _state["output"], _state["config"])
-        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the mini-batch
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            print(f"parallel_entry: FAILED {task.model_id}: {type(exc).__name__}: {message}", file=sys.stderr)
-            if os.environ.get("MLOPS_DEBUG"):
-                traceback.print_exc()
+        else:
+            tasks.append(task)
+    # the local step's batch function: partitions on the ridge fast path train together, each failure is its own
+    for result in train_batch(tasks, _state["prepared"], _state["output"], _state["config"]):
+        if result.status == "failed":
+            print(f"parallel_entry: FAILED {result.model_id}: {result.error}", file=sys.stderr)
             continue
         done.append(json.dumps(asdict(result)))
     return done
