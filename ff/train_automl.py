@@ -39,12 +39,17 @@ class TrainResult:
 
     model: Pipeline
     metrics: dict[str, float]
-    holdout: pd.DataFrame  # columns: [time column,] actual, predicted
+    holdout_columns: dict[str, np.ndarray]  # [time column,] actual, predicted
     estimator: str
     config: dict = field(default_factory=dict)  # chosen hyperparameters
     fast_path: bool = False
     train_seconds: float = 0.0
     n_train: int = 0
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        """The hold-out rows with actual and predicted values (built when asked: most models never plot it)."""
+        return pd.DataFrame(self.holdout_columns)
 
     @property
     def input_schema(self) -> dict[str, str]:
@@ -217,12 +222,12 @@ def train_ridge_partitions(
             _fit_scaler_and_ridge(model, train_rows[:, kept], labels[first : first + split], use_case)
             actual = labels[first + split : end]
             predicted = _predict_ridge_matrix(model, candidates[first + split : end, kept])
-            holdout = pd.DataFrame({use_case.time_column: stamps[split:], "actual": actual, "predicted": predicted})
+            holdout = {use_case.time_column: stamps[split:], "actual": actual, "predicted": predicted}
             results.append(
                 TrainResult(
                     model=model,
                     metrics=regression_metrics(actual, predicted, with_mape=True),
-                    holdout=holdout,
+                    holdout_columns=holdout,
                     estimator="ridge",
                     fast_path=True,
                     train_seconds=time.perf_counter() - started,
@@ -293,7 +298,7 @@ def train_model(
     return TrainResult(
         model=model,
         metrics=metrics,
-        holdout=pd.DataFrame(out),
+        holdout_columns=out,
         estimator=estimator,
         config=config,
         fast_path=fast,
