@@ -419,10 +419,20 @@ def use_case_to_dict(use_case: UseCase) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(use_case)))
 
 
-def config_hash(use_case: UseCase) -> str:
-    """Stable 16-hex-digit hash of everything that shapes the model: retrain when it changes."""
+# The modules whose code shapes a trained model: editing one retrains every model on the next run, as editing a
+# use case's configuration retrains that use case (a resume must never keep models the current code would not
+# train).
+MODEL_CODE = ("features.py", "train_automl.py")
+
+
+def config_hash(use_case: UseCase, code_dir: Path = Path(__file__).parent) -> str:
+    """Stable 16-hex-digit hash of everything that shapes the model, its configuration and the model code (the
+    ``MODEL_CODE`` files in ``code_dir``): retrain when it changes."""
     canonical = json.dumps(use_case_to_dict(use_case), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(canonical.encode("utf-8"))
+    for name in MODEL_CODE:
+        digest.update(name.encode("utf-8") + b"\0" + (code_dir / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def use_fast_path(use_case: UseCase, n_partitions: int) -> bool:

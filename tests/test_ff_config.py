@@ -2,11 +2,13 @@
 
 import copy
 import json
+import shutil
 
 import pytest
 
 from ff.config import (
     DEFAULT_CONFIG_PATH,
+    MODEL_CODE,
     ConfigError,
     config_hash,
     load_pipeline_config,
@@ -128,3 +130,13 @@ def test_config_hash_is_stable_and_sensitive(raw):
     raw["use_cases"][0]["automl"]["time_budget_s"] = 20
     raw["use_cases"][1]["automl"]["time_budget_s"] = 99
     assert config_hash(parse_pipeline_config(raw).use_cases[0]) == config_hash(first)
+
+
+def test_config_hash_covers_the_model_code(raw, tmp_path):
+    use_case = parse_pipeline_config(raw).use_cases[0]
+    for name in MODEL_CODE:
+        shutil.copy(DEFAULT_CONFIG_PATH.parent / name, tmp_path / name)
+    assert config_hash(use_case, tmp_path) == config_hash(use_case)
+    features = tmp_path / "features.py"
+    features.write_text(features.read_text().replace("BALANCE_POINT_F = 65.0", "BALANCE_POINT_F = 60.0"))
+    assert config_hash(use_case, tmp_path) != config_hash(use_case)
