@@ -314,8 +314,10 @@ def main() -> int:
         print(f"  of which fitting {fitting:.2f} s; per model {1000 * bare / n:.2f} ms (imports done before timing)")
         for label, seconds in (("steps in one process", one), ("each step its own process", full)):
             ratio = bare / seconds
-            verdict = "meets" if ratio >= 1.6 else "misses"
-            print(f"ratio bare / full, {label} = {ratio:.2f}x ({verdict} the 1.6x target)")
+            verdict = f"{'meets' if ratio >= 1.6 else 'misses'} the 1.6x target"
+            if args.models != 2000:
+                verdict = "the 1.6x target is set for 2,000 partitions"
+            print(f"ratio bare / full, {label} = {ratio:.2f}x ({verdict})")
         print(f"  train step alone (own process): {bare / train:.2f}x the bare loop's speed")
         closed, _, _ = bare_loop(config, prepared, closed_form=True)
         print(
