@@ -101,19 +101,19 @@ class TreeMemory:
             self._thread.join()
 
 
-def step(module: str, env: dict[str, str], *args: str) -> float:
+def timed_python(label: str, env: dict[str, str], *args: str) -> tuple[float, str]:
+    """Run `python <args>` in the project; wall seconds and its stdout. Exits the benchmark when it fails."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", f"ml_service.pipelines.steps.{module}", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        sys.exit(f"{module} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    last = [line for line in done.stdout.splitlines() if line.strip()][-1:]
+        sys.exit(f"{label} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def step(module: str, env: dict[str, str], *args: str) -> float:
+    seconds, stdout = timed_python(module, env, "-m", f"ml_service.pipelines.steps.{module}", *args)
+    last = [line for line in stdout.splitlines() if line.strip()][-1:]
     print(f"  {module:<12} {seconds:7.2f} s   {last[0] if last else ''}", flush=True)
     return seconds
 
@@ -135,18 +135,8 @@ def steps_in_one_process(env: dict[str, str], steps: list[list[str]]) -> tuple[f
     """The steps' `main(argv)` one after the other in one new Python process, as `run_train_pipeline --in-process`
     runs them; wall time of the whole process (start-up and imports included) and each step's share."""
     commands = [[f"ml_service.pipelines.steps.{module}", *argv] for module, *argv in steps]
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", IN_ONE_PROCESS, json.dumps(commands)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"steps in one process failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])
+    seconds, stdout = timed_python("steps in one process", env, "-c", IN_ONE_PROCESS, json.dumps(commands))
+    return seconds, json.loads(stdout.strip().splitlines()[-1])
 
 
 def bare_loop(
