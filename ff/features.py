@@ -146,14 +146,6 @@ class NumericColumns(TransformerMixin, BaseEstimator):
         _require(X, self.columns)
         return X.loc[:, list(self.columns)].astype(float)
 
-    def candidate_matrix(self, X: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-        return list(self.columns), self.transform_array(X)
-
-    def fit_candidates(self, names: Sequence[str], matrix: np.ndarray) -> np.ndarray:
-        self.input_schema_ = {c: "number" for c in names}
-        self.feature_names_ = list(names)
-        return np.arange(len(names))
-
     def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
         return self.fit(X).transform_array(X)
 

@@ -58,11 +58,10 @@ def tracking_experiment() -> str:
     return ensure_experiment(connect(settings), "ff", settings)
 
 
-def log_training_runs(results, trained_dir: Path, experiment_id: str | None = None) -> dict[str, str]:
+def log_training_runs(results, trained_dir: Path, experiment_id: str) -> dict[str, str]:
     """One MLflow run per use case: counts, mean metrics, the per-model table and the hold-out plots."""
     import mlflow
 
-    experiment_id = experiment_id or tracking_experiment()
     runs = {}
     for name in sorted({r.model_name for r in results}):
         own = [r for r in results if r.model_name == name]
