@@ -61,3 +61,15 @@ def test_rows_to_array_checks_like_rows_to_frame():
                 continue
             raise AssertionError(f"{convert.__name__} accepted {bad!r}")
     assert rows_to_array(SCHEMA, SAMPLE).shape == (2, 3)
+
+
+def test_an_integer_beyond_float_range_is_an_input_error_with_or_without_dates():
+    dated = schema_from_metadata({"input_columns": ["t", "x"], "input_schema": {"t": "datetime", "x": "number"}})
+    for schema, row in ((SCHEMA, [1.0, 10**400, 3.0]), (dated, ["2017-01-01", 10**400])):
+        for convert in (rows_to_array, rows_to_frame) if schema is SCHEMA else (rows_to_frame,):
+            try:
+                convert(schema, [row])
+            except InputError as error:
+                assert "too large" in str(error)
+                continue
+            raise AssertionError(f"{convert.__name__} accepted {row!r}")

@@ -40,11 +40,16 @@ def schema_from_metadata(metadata: Mapping[str, Any]) -> tuple[tuple[str, str], 
     return tuple((str(c), DATETIME if types.get(c) == DATETIME else NUMBER) for c in columns)
 
 
-def _finite_array(rows: list, names: list[str], field: str) -> np.ndarray:
+def _float_array(values: list, field: str) -> np.ndarray:
+    """``values`` as float64; an integer beyond float range (JSON allows any) is the client's error, not a 500."""
     try:
-        array = np.array(rows, dtype=np.float64)
+        return np.array(values, dtype=np.float64)
     except OverflowError:
         raise InputError(field, "a number is too large") from None
+
+
+def _finite_array(rows: list, names: list[str], field: str) -> np.ndarray:
+    array = _float_array(rows, field)
     if not np.isfinite(array).all():
         i, j = (int(k) for k in np.argwhere(~np.isfinite(array))[0])
         raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} is too large to be a finite number")
@@ -119,7 +124,7 @@ def rows_to_frame(schema: Sequence[tuple[str, str]], rows: Any, field: str = "da
                 raise InputError(f"{field}[{i}][{j}]", f"column {name!r} is not a date/time: {values[i]!r}")
             columns[name] = parsed.astype("datetime64[ns]")
         else:
-            array = np.array(values, dtype=np.float64)
+            array = _float_array(values, field)
             if not np.isfinite(array).all():
                 i = int(np.argmax(~np.isfinite(array)))
                 raise InputError(f"{field}[{i}][{j}]", f"column {name!r} is too large to be a finite number")
