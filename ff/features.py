@@ -112,9 +112,7 @@ class CalendarWeatherFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        _require(X, list(self.input_schema_))
-        features = self._all_features(X)
-        return pd.DataFrame({n: features[n] for n in self.feature_names_}, index=X.index)
+        return pd.DataFrame(self.transform_array(X), columns=self.feature_names_, index=X.index)
 
     def fit_transform_array(self, X: pd.DataFrame) -> np.ndarray:
         """Fit, and the training features as one array (columns in ``feature_names_`` order), computed once:
