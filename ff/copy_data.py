@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ff.config import DEFAULT_CONFIG_PATH, UseCase, load_pipeline_config, resolve_data_path
-from ff.data_generator import generate_energy, write_csv
+from ff.prepare import write_csv
 
 DEFAULT_DATASTORE = Path("local") / "datastore"
 RAW_FILE = "raw.csv"
@@ -39,6 +39,8 @@ def materialize_raw_data(use_case: UseCase, datastore: str | Path, repo_root: st
     source = resolve_data_path(use_case, repo_root)
     if source is not None:
         return copy_raw_data(source, target.parent, target.name)
+    from ff.data_generator import generate_energy  # only when generating: it imports scipy.signal
+
     spec = use_case.data.generator
     assert spec is not None  # the config guarantees a path or a generator
     return write_csv(generate_energy(spec.partitions, spec.days, spec.seed, spec.start), target)

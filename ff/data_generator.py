@@ -16,13 +16,13 @@ Shape of the signal (NYC-like, MW and degrees Fahrenheit):
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+from ff.prepare import write_csv
+
 COLUMNS = ("timeStamp", "demand", "precip", "temp")
 PARTITION_COLUMN = "region"
 DEFAULT_START = "2016-08-01"
@@ -115,14 +115,6 @@ def generate_energy(
         frame[PARTITION_COLUMN] = pd.Categorical.from_codes(codes, categories=region_ids(n))
     frame.update({key: np.concatenate(arrays) for key, arrays in parts.items()})
     return pd.DataFrame(frame)
-
-
-def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write like ``nyc_energy.csv`` (``YYYY-MM-DD HH:MM:SS``, no index); same frame gives the same bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, date_format=TIME_FORMAT, lineterminator="\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -326,15 +326,17 @@ def partition_path(folder: str | Path, key: str) -> Path:
     return Path(folder) / (f"{key}.csv" if key else "data.csv")
 
 
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write like ``nyc_energy.csv`` (``YYYY-MM-DD HH:MM:SS``, no index); same frame gives the same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, date_format=TIME_FORMAT, lineterminator="\n")
+    return path
+
+
 def write_partitions(parts: dict[str, pd.DataFrame], folder: str | Path) -> dict[str, Path]:
     """Write each prepared frame to ``partition_path``; returns ``{key: path}``."""
-    paths = {}
-    for key, part in parts.items():
-        path = partition_path(folder, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part.to_csv(path, index=False, date_format=TIME_FORMAT, lineterminator="\n")
-        paths[key] = path
-    return paths
+    return {key: write_csv(part, partition_path(folder, key)) for key, part in parts.items()}
 
 
 def read_prepared(path: str | Path, use_case: UseCase) -> pd.DataFrame:
