@@ -113,13 +113,17 @@ def _finished(folder: Path, task: ModelTask) -> dict[str, Any] | None:
 
 def train_one(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_path: Path) -> ModelResult:
     """Train one model into its folder, atomically: a temporary folder renamed into place when complete."""
-    from ff.prepare import read_prepared
-    from ff.train_automl import train_model
-
     saved = _finished(model_folder(trained_dir, task.model_id), task)
     if saved is not None:
         return ModelResult(**{**saved, "status": "skipped"})
-    use_case = _load_config(str(config_path)).get(task.model_name)
+    return _train_fresh(task, _load_config(str(config_path)).get(task.model_name), prepared_dir, trained_dir)
+
+
+def _train_fresh(task: ModelTask, use_case: Any, prepared_dir: Path, trained_dir: Path) -> ModelResult:
+    """Train a model known not to be trained yet (the caller checked), on its own."""
+    from ff.prepare import read_prepared
+    from ff.train_automl import train_model
+
     started = time.perf_counter()
     frame = read_prepared(prepared_dir / task.data_file, use_case)
     result = train_model(frame, use_case, fast=task.fast)
@@ -205,27 +209,26 @@ def _failed(task: ModelTask, exc: BaseException) -> ModelResult:
     )
 
 
-def _train_isolated(task: ModelTask, prepared_dir: Path, trained_dir: Path, config_path: Path) -> ModelResult:
+def _train_isolated(task: ModelTask, use_case: Any, prepared_dir: Path, trained_dir: Path) -> ModelResult:
     try:
-        return train_one(task, prepared_dir, trained_dir, config_path)
+        return _train_fresh(task, use_case, prepared_dir, trained_dir)
     except Exception as exc:  # noqa: BLE001 - isolate each model; the error is reported with its name
         return _failed(task, exc)
 
 
 def _train_together(
-    tasks: Sequence[ModelTask], prepared_dir: Path, trained_dir: Path, config_path: Path
+    tasks: Sequence[ModelTask], use_case: Any, prepared_dir: Path, trained_dir: Path
 ) -> list[ModelResult]:
     """Partitions of one use case on the ridge fast path: one read and one feature computation for all."""
     from ff.prepare import read_prepared_batch
     from ff.train_automl import train_ridge_partitions
 
-    use_case = _load_config(str(config_path)).get(tasks[0].model_name)
     started = time.perf_counter()
     try:
         frame, starts = read_prepared_batch([prepared_dir / task.data_file for task in tasks], use_case)
         trained = train_ridge_partitions(frame, starts, use_case)
     except Exception:  # noqa: BLE001 - files that cannot be read together are read one by one, errors per model
-        return [_train_isolated(task, prepared_dir, trained_dir, config_path) for task in tasks]
+        return [_train_isolated(task, use_case, prepared_dir, trained_dir) for task in tasks]
     shared = (time.perf_counter() - started - sum(getattr(r, "train_seconds", 0.0) for r in trained)) / len(tasks)
     outcomes = []
     for task, first, end, result in zip(tasks, starts[:-1], starts[1:], trained, strict=True):
@@ -250,7 +253,7 @@ def train_batch(
     from ff.train_automl import batch_trainable
 
     results: dict[str, ModelResult] = {}
-    together: dict[str, list[ModelTask]] = {}
+    together: dict[str, tuple[Any, list[ModelTask]]] = {}
     for task in tasks:
         saved = _finished(model_folder(trained_dir, task.model_id), task)
         if saved is not None:
@@ -262,11 +265,11 @@ def train_batch(
             results[task.model_id] = _failed(task, exc)
             continue
         if task.key and batch_trainable(use_case, task.fast):
-            together.setdefault(task.model_name, []).append(task)
+            together.setdefault(task.model_name, (use_case, []))[1].append(task)
         else:
-            results[task.model_id] = _train_isolated(task, prepared_dir, trained_dir, config_path)
-    for group in together.values():
-        for outcome in _train_together(group, prepared_dir, trained_dir, config_path):
+            results[task.model_id] = _train_isolated(task, use_case, prepared_dir, trained_dir)
+    for use_case, group in together.values():
+        for outcome in _train_together(group, use_case, prepared_dir, trained_dir):
             results[outcome.model_id] = outcome
     return [results[task.model_id] for task in tasks]
 

@@ -104,8 +104,10 @@ def use_case_section(name: str, results: list[dict], decision: dict, registered:
         parts.append(f"<p>... and {len(rows) - 50} more (see decisions.json)</p>")
     shown = 0
     for r in results:
+        if shown == PLOTS_SHOWN:  # enough: do not look for the plot of each of thousands of models
+            break
         plot = model_folder(trained_dir, r["model_id"]) / PLOT_FILE
-        if r["status"] != "failed" and plot.exists() and shown < PLOTS_SHOWN:
+        if r["status"] != "failed" and plot.exists():
             data = base64.b64encode(plot.read_bytes()).decode()
             title = html.escape(r["model_id"])
             parts.append(f'<h4>{title}</h4><img alt="hold-out" src="data:image/png;base64,{data}">')

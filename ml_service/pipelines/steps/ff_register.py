@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ml_service.pipelines.many_models import model_folder, read_training_summary
+from ml_service.pipelines.many_models import RESULT_FILE, model_folder, read_training_summary
 from ml_service.pipelines.report import write_report
 from ml_service.pipelines.steps.common import run_step
 from ml_service.pipelines.steps.ff_evaluate import DECISIONS_FILE
 from ml_service.pipelines.steps.ff_prepare import parser
 from ml_service.pipelines.steps.ff_train import SUMMARY_FILE
+from ml_service.registry.model_folder import METADATA_FILE
 from ml_service.registry.model_set import partition_folder, read_manifest, write_model_set
 from ml_service.util.env_variables import Settings, load_settings
 from ml_service.util.files import read_json, write_json
@@ -77,15 +78,15 @@ def build_set_folder(
 ) -> dict[str, Any]:
     """Lay out the set (each model's files from this run or from the production set) and its manifest."""
     shutil.rmtree(folder, ignore_errors=True)
+    ignore = shutil.ignore_patterns(RESULT_FILE, "*.png")  # training records and plots are not part of a model
     for key in models:
         if origin[key] == "trained":
             source = model_folder(trained_dir, f"{name}/{key}")
         else:
             assert production_folder is not None
             source = partition_folder(production_folder, key)
-        ignore = shutil.ignore_patterns("result.json", "*.png")
         shutil.copytree(source, partition_folder(folder, key), ignore=ignore, copy_function=_link_or_copy)
-    first = read_json(partition_folder(folder, next(iter(models))) / "model.json")
+    first = read_json(partition_folder(folder, next(iter(models))) / METADATA_FILE)
     write_model_set(
         folder,
         model_name=name,

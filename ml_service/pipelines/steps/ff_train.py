@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ml_service.pipelines.many_models import (
+    PLOT_FILE,
     check_error_threshold,
     model_folder,
     read_plan,
@@ -75,7 +76,7 @@ def log_training_runs(results, trained_dir: Path, experiment_id: str) -> dict[st
                 mlflow.log_metric(f"mean_{metric}" if len(own) > 1 else metric, sum(values) / len(values))
             mlflow.log_text(metrics_table(own), f"{name}/{METRICS_FILE}")
             for r in ok:
-                plot = model_folder(trained_dir, r.model_id) / "holdout.png"
+                plot = model_folder(trained_dir, r.model_id) / PLOT_FILE
                 if plot.exists():
                     mlflow.log_artifact(str(plot), f"{name}/plots/{r.key or 'model'}")
         runs[name] = run.info.run_id
