@@ -86,12 +86,20 @@ def production_models(client: MlflowClient, alias: str) -> list[ProductionModel]
     return sorted(found, key=lambda m: m.name)
 
 
-def registered_run_ids(client: MlflowClient, name: str) -> list[str]:
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of `name` (none when the name is not registered yet)."""
     try:
-        versions = client.search_model_versions(f"name='{name}'")
+        return list(client.search_model_versions(f"name='{name}'"))
     except MlflowException:
         return []
+
+
+def _complete_run_ids(versions: list[ModelVersion]) -> list[str]:
     return [v.run_id for v in versions if v.tags.get(STATE_TAG) != "pending"]
+
+
+def registered_run_ids(client: MlflowClient, name: str) -> list[str]:
+    return _complete_run_ids(_versions(client, name))
 
 
 def register_version(
@@ -110,8 +118,9 @@ def register_version(
     marked complete just before the alias moves, so one left pending by a killed process is removed by the
     next registration of that model.
     """
-    remove_interrupted_versions(client, name)
-    if run_id in registered_run_ids(client, name):
+    versions = _versions(client, name)  # one search for both checks (a remote call on a workspace)
+    _remove_pending(client, name, versions)
+    if run_id in _complete_run_ids(versions):
         raise RegistryError(f"run {run_id} is already registered as a version of {name!r}")
     try:
         client.get_registered_model(name)
@@ -135,11 +144,11 @@ def register_version(
 
 def remove_interrupted_versions(client: MlflowClient, name: str) -> list[str]:
     """Delete versions a killed registration left pending (never one that carries an alias)."""
+    return _remove_pending(client, name, _versions(client, name))
+
+
+def _remove_pending(client: MlflowClient, name: str, versions: list[ModelVersion]) -> list[str]:
     removed = []
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return removed
     for version in versions:
         if version.tags.get(STATE_TAG) == "pending" and not version.aliases:
             client.delete_model_version(name, version.version)
