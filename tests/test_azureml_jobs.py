@@ -47,7 +47,6 @@ def diabetes_job(env, code):
 
 def parallel_spec() -> PipelineSpec:
     """A small pipeline with a many-models step, independent of any use case."""
-    prepare = StepSpec("prep", "ml_service.pipelines.steps.ff_prepare", "plan", inputs={})
     prepare = StepSpec(
         "prep", "ml_service.pipelines.steps.ff_prepare", "plan", {"config": Binding(PIPELINE_INPUT, "config")}
     )

@@ -17,7 +17,6 @@ import urllib3
 import yaml
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import HttpTransport
-from azure.core.rest import HttpResponse
 
 from ml_service.scoring.deploy import aci, common, online_endpoint, webapp
 from tests.conftest import run_module
@@ -30,10 +29,6 @@ IDENTITY = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Manage
 class FakeCredential:
     def get_token(self, *scopes, **kwargs):
         return AccessToken("fake-token", 4_102_444_800)
-
-
-class _Response(HttpResponse):
-    pass
 
 
 class RecordingTransport(HttpTransport):

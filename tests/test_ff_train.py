@@ -26,7 +26,6 @@ from ff.train_automl import (
 )
 
 CONFIG = load_pipeline_config()
-ENERGY = CONFIG.get("nyc_energy_model")
 REGIONS = CONFIG.get("nyc_energy_regions_model")
 DIABETES = CONFIG.get("diabetes_model")
 
