@@ -37,12 +37,23 @@ def code(tmp_path_factory):
     return environment.stage_code(REPO_ROOT, tmp_path_factory.mktemp("aml") / "code")
 
 
+def pipeline_job(spec: PipelineSpec, env, code, experiment_name: str = "t", **options):
+    """The spec as an Azure ML pipeline job, its inputs the spec's default files in this repository."""
+    inputs = {name: REPO_ROOT / path for name, path in spec.inputs.items()}
+    return builder.build_pipeline_job(
+        spec,
+        code=code,
+        environment=env,
+        inputs=inputs,
+        compute="cpu-cluster",
+        experiment_name=experiment_name,
+        **options,
+    )
+
+
 def diabetes_job(env, code):
     spec = training_pipeline("diabetes_regression")
-    raw = REPO_ROOT / spec.inputs["raw_data"]
-    return spec, builder.build_pipeline_job(
-        spec, code=code, environment=env, inputs={"raw_data": raw}, compute="cpu-cluster", experiment_name="t"
-    )
+    return spec, pipeline_job(spec, env, code)
 
 
 def parallel_spec() -> PipelineSpec:
@@ -135,15 +146,7 @@ def test_parallel_step_becomes_a_parallel_job(env, code):
     settings = builder.ParallelSettings(
         mini_batch_size=7, instance_count=3, max_concurrency_per_instance=4, error_threshold=2, retries=1, timeout_s=90
     )
-    job = builder.build_pipeline_job(
-        spec,
-        code=code,
-        environment=env,
-        inputs={"config": REPO_ROOT / "ff" / "pipeline_config.json"},
-        compute="cpu-cluster",
-        experiment_name="t",
-        parallel=settings,
-    )
+    job = pipeline_job(spec, env, code, parallel=settings)
     assert builder.validation_errors(job) == {}
     fit = job._to_dict()["jobs"]["fit"]
     assert fit["type"] == "parallel"
@@ -161,14 +164,7 @@ def test_parallel_step_becomes_a_parallel_job(env, code):
 
 def test_a_bad_value_fails_sdk_validation(env, code):
     spec = parallel_spec()
-    job = builder.build_pipeline_job(
-        spec,
-        code=code,
-        environment=env,
-        inputs={"config": REPO_ROOT / "ff" / "pipeline_config.json"},
-        compute="cpu-cluster",
-        experiment_name="t",
-    )
+    job = pipeline_job(spec, env, code)
     job.jobs["fit"].logging_level = "LOUD"
     try:
         errors = builder.validation_errors(job)
@@ -179,27 +175,11 @@ def test_a_bad_value_fails_sdk_validation(env, code):
 
 def test_ff_pipeline_passes_sdk_validation(env, code):
     spec = training_pipeline("ff")
-    job = builder.build_pipeline_job(
-        spec,
-        code=code,
-        environment=env,
-        inputs={"config": REPO_ROOT / spec.inputs["config"]},
-        compute="cpu-cluster",
-        experiment_name="ff",
-        parallel=parallel_settings(REPO_ROOT, "ff"),
-    )
+    job = pipeline_job(spec, env, code, "ff", parallel=parallel_settings(REPO_ROOT, "ff"))
     assert builder.validation_errors(job) == {}
     kinds = {s.name: job._to_dict()["jobs"][s.name]["type"] for s in spec.steps}
     assert kinds == {s.name: s.kind for s in spec.steps}
-    only = builder.build_pipeline_job(
-        spec,
-        code=code,
-        environment=env,
-        inputs={"config": REPO_ROOT / spec.inputs["config"]},
-        compute="cpu-cluster",
-        experiment_name="ff",
-        steps=["prepare"],
-    )
+    only = pipeline_job(spec, env, code, "ff", steps=["prepare"])
     assert list(only.jobs) == ["prepare"] and builder.validation_errors(only) == {}
     with pytest.raises(ValueError, match="select it too"):
         builder.select_steps(spec, ["train"])
