@@ -78,20 +78,16 @@ def service_url(fqdn: str, port: int = common.SCORING_PORT) -> str:
     return f"http://{fqdn}:{port}"
 
 
-def deploy(args, settings, credential, transport=None) -> str:
+def deploy(args, settings, credential, transport=None, sleep=time.sleep) -> str:
     """Build the image, create or update the container group; returns the scoring URL."""
     from azure.core import PipelineClient
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
     kwargs = {"transport": transport} if transport is not None else {}
-    package = common.read_package(args.package)
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
-    resources = common.workspace_resources(
-        registry, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
-    )
     upload = PipelineClient(base_url="https://upload", **kwargs)
-    image = common.build_image(registry, upload, resources, package, sleep=args.sleep)
+    _, resources, image = common.build_package_image(registry, upload, settings, args.package, sleep)
     group = container_group(
         args.name,
         resources.location,
@@ -116,13 +112,12 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         "--pull-identity", default="", help="ARM id of a user-assigned identity with AcrPull on the registry"
     )
     args = cli.parse_args(argv)
-    args.sleep = (lambda s: None) if transport is not None else time.sleep
 
     def body() -> None:
         settings = common.azure_settings(args.dry_run)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = f"<workspace registry>.azurecr.io/{common.IMAGE_REPOSITORY}:{package.tag}"
+            image = common.planned_image(package)
             group = container_group(
                 args.name,
                 "<workspace location>",
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         if not args.pull_identity:
             raise common.DeployError("--pull-identity is required: a user-assigned identity with AcrPull", 2)
         chosen = common.public_service_credential(settings, credential)
-        url = deploy(args, settings, chosen, transport)
+        url = deploy(args, settings, chosen, transport, (lambda s: None) if transport is not None else time.sleep)
         common.write_text(args.url_file, url)
         print(f"container group {args.name}: {url}")
 

@@ -192,6 +192,27 @@ def build_image(
     return image
 
 
+def build_package_image(
+    registry_client: Any,
+    upload_client: Any,
+    settings: Any,
+    package_folder: Path,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Package, WorkspaceResources, str]:
+    """What every deployment starts with: read the package, find the workspace's location and registry, build
+    and push the image there. Returns the package, the workspace's resources and the image reference."""
+    package = read_package(package_folder)
+    resources = workspace_resources(
+        registry_client, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
+    )
+    return package, resources, build_image(registry_client, upload_client, resources, package, sleep=sleep)
+
+
+def planned_image(package: Package) -> str:
+    """The image a dry run names: the workspace's registry is only known by asking Azure."""
+    return WorkspaceResources("<workspace location>", "<workspace registry>").image(package)
+
+
 def grant_acr_pull(client: Any, registry_id: str, principal_id: str) -> None:
     url, body = role_assignment(registry_id, principal_id)
     from azure.core.rest import HttpRequest

@@ -112,11 +112,7 @@ def deploy(
     """Build, deploy the idle colour, smoke test it, shift traffic; returns (base URL, key)."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    package = common.read_package(args.package)
-    resources = common.workspace_resources(
-        registry_client, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
-    )
-    image = common.build_image(registry_client, upload_client, resources, package)
+    package, _, image = common.build_package_image(registry_client, upload_client, settings, args.package)
     try:
         existing = ml_client.online_endpoints.get(args.name)
         traffic = dict(existing.traffic or {})
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             raise common.DeployError("--kubernetes needs --compute NAME", 2)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = f"<workspace registry>.azurecr.io/{common.IMAGE_REPOSITORY}:{package.tag}"
+            image = common.planned_image(package)
             endpoint = build_endpoint(args.name, args.kubernetes, args.compute)
             deployment = build_deployment(args.name, "<blue|green: the colour without traffic>", image, args.kubernetes)
             print(f"would build {image} with an ACR Tasks run, create endpoint {args.name} if missing:")

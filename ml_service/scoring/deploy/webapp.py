@@ -9,6 +9,7 @@ App Service terminates HTTPS on the public `https://<name>.azurewebsites.net`.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from ml_service.scoring.deploy import common
@@ -64,19 +65,15 @@ def build_site(location: str, plan_id: str, image: str, settings: dict[str, str]
     )
 
 
-def deploy(args: Any, settings: Any, credential: Any, transport: Any = None, sleep=None) -> str:
+def deploy(args: Any, settings: Any, credential: Any, transport: Any = None, sleep=time.sleep) -> str:
     from azure.core import PipelineClient
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.web import WebSiteManagementClient
 
     kwargs = {"transport": transport} if transport is not None else {}
-    package = common.read_package(args.package)
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
-    resources = common.workspace_resources(
-        registry, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
-    )
     upload = PipelineClient(base_url="https://upload", **kwargs)
-    image = common.build_image(registry, upload, resources, package, **({"sleep": sleep} if sleep else {}))
+    _, resources, image = common.build_package_image(registry, upload, settings, args.package, sleep)
     web = WebSiteManagementClient(credential, settings.azure_subscription_id, **kwargs)
     rg = settings.resource_group
     plan = web.app_service_plans.begin_create_or_update(
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         settings = common.azure_settings(args.dry_run)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = f"<workspace registry>.azurecr.io/{common.IMAGE_REPOSITORY}:{package.tag}"
+            image = common.planned_image(package)
             print(f"would build {image} with an ACR Tasks run, then PUT plan {plan_name(args.name)}:")
             print(common.to_json(build_plan("<workspace location>")))
             print(f"and PUT web app {args.name} (then grant its identity AcrPull on the registry):")
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
             print(common.to_json(build_site("<workspace location>", "<plan id>", image, values)))
             return
         chosen = common.public_service_credential(settings, credential)
-        url = deploy(args, settings, chosen, transport, sleep=(lambda s: None) if transport is not None else None)
+        url = deploy(args, settings, chosen, transport, (lambda s: None) if transport is not None else time.sleep)
         common.write_text(args.url_file, url)
         print(f"web app {args.name}: {url}")
 
