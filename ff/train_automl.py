@@ -60,6 +60,14 @@ def _too_few_rows(use_case: UseCase, rows: int) -> ValueError:
     return ValueError(f"{use_case.model_name}: {rows} rows are too few to hold out data for evaluation")
 
 
+def _holdout_start(stamps, horizon_hours: int) -> int:
+    """Where the hold-out begins in time-sorted stamps (a NumPy or pandas datetime array): after the last time
+    minus the horizon."""
+    if len(stamps) == 0:
+        return 0
+    return int(stamps.searchsorted(stamps[-1] - np.timedelta64(horizon_hours, "h"), side="right"))
+
+
 def split_holdout(df: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/hold-out split: the last ``horizon`` hours for forecasting, a seeded 20 % sample otherwise."""
     if use_case.task == "forecasting":
@@ -68,9 +76,7 @@ def split_holdout(df: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd
             df = df.assign(**{use_case.time_column: pd.to_datetime(times)})
         if not df[use_case.time_column].is_monotonic_increasing:
             df = df.sort_values(use_case.time_column, kind="stable")
-        times = df[use_case.time_column]
-        cutoff = times.iloc[-1] - pd.Timedelta(hours=use_case.horizon) if len(df) else None
-        split = int(times.searchsorted(cutoff, side="right")) if len(df) else 0
+        split = _holdout_start(df[use_case.time_column].array, use_case.horizon)
         train, holdout = df.iloc[:split], df.iloc[split:]
     else:
         train, holdout = train_test_split(df, test_size=REGRESSION_TEST_SIZE, random_state=use_case.automl.seed)
@@ -204,7 +210,6 @@ def train_ridge_partitions(
     names, candidates = feature_step(use_case, one_hot=True).candidate_matrix(frame[columns])
     times = frame[use_case.time_column].to_numpy()
     labels = frame[use_case.label].to_numpy(dtype=float)
-    horizon = np.timedelta64(use_case.horizon, "h")
     results: list[TrainResult | Exception] = []
     for first, end in zip(starts[:-1], starts[1:], strict=True):
         started = time.perf_counter()
@@ -213,7 +218,7 @@ def train_ridge_partitions(
             if len(stamps) > 1 and not (stamps[1:] >= stamps[:-1]).all():  # unsorted: the one-partition path
                 results.append(train_model(frame.iloc[first:end], use_case, fast=True))
                 continue
-            split = int(np.searchsorted(stamps, stamps[-1] - horizon, side="right")) if len(stamps) else 0
+            split = _holdout_start(stamps, use_case.horizon)
             if split < 2 or split == len(stamps):
                 raise _too_few_rows(use_case, len(stamps))
             model = _ridge_fast_path(use_case)
@@ -293,7 +298,7 @@ def train_model(
     predicted = predict_ridge_pipeline(model, X_hold) if closed_form else model.predict(X_hold)
     out = {"actual": y_hold, "predicted": np.asarray(predicted, dtype=float)}
     if use_case.task == "forecasting":
-        out = {use_case.time_column: pd.to_datetime(holdout[use_case.time_column]).to_numpy(), **out}
+        out = {use_case.time_column: holdout[use_case.time_column].to_numpy(), **out}  # datetime since the split
     metrics = regression_metrics(y_hold, predicted, with_mape=use_case.task == "forecasting")
     return TrainResult(
         model=model,
