@@ -33,8 +33,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ml_service.registry.model_folder import MODEL_FILE
+from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE
 from ml_service.registry.model_set import is_model_set, read_manifest
+from ml_service.scoring.model_store import PACKAGE_DIR, PACKAGE_MANIFEST
 from ml_service.util.files import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +182,7 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
     if not models:
         raise RuntimeError(f"no model in production (alias {settings.production_alias!r}): nothing to package")
     output = Path(output).resolve()
-    if output.exists() and not (output / "package" / "manifest.json").is_file():
+    if output.exists() and not (output / PACKAGE_DIR / PACKAGE_MANIFEST).is_file():
         if not output.is_dir() or any(output.iterdir()):
             raise RuntimeError(f"{output} exists and is not a previous package: refusing to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,7 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
             if "/" in model.name or model.name in (".", ".."):
                 raise RuntimeError(f"model name {model.name!r} cannot be a folder name")
             download = download_model(client, model, staging / ".download" / model.name)
-            folder = staging / "package" / "models" / model.name
+            folder = staging / PACKAGE_DIR / "models" / model.name
             folder.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(download), folder)
             entry: dict[str, Any] = {
@@ -210,7 +211,7 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
                 model_files += [folder / item["path"] / MODEL_FILE for item in manifest["models"].values()]
             else:
                 entry["kind"] = "model"
-                metadata_path = folder / "model.json"
+                metadata_path = folder / METADATA_FILE
                 metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
                 metrics = metadata.get("metrics")
                 if not metrics and model.run_id:
@@ -227,7 +228,7 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
             "models": entries,
         }
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-        (staging / "package" / "manifest.json").write_text(text)
+        (staging / PACKAGE_DIR / PACKAGE_MANIFEST).write_text(text)
         _copy_code(root, staging)
         roots = [*SERVICE_PACKAGES, *model_libraries(model_files)]
         lines = requirement_closure((root / "requirements.lock").read_text(), roots)
