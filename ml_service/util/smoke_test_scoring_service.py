@@ -28,6 +28,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,21 +164,26 @@ def package_mode(client: httpx.Client, url: str, package: Path, timeout: float, 
     first = chosen[0]["name"]
     if not wait_scoring(client, first, rows[first], timeout):
         return 2
-    failed = []
-    for model in chosen:
-        name = model["name"]
-        try:
-            ok, message = score_rows(client, name, rows[name])
-        except (httpx.HTTPError, ValueError) as exc:
-            ok, message = False, f"{type(exc).__name__}: {exc}"
-        print(f"  {'ok  ' if ok else 'FAIL'} {name}: {message}")
-        if not ok:
-            failed.append(name)
+    failed = check_each(chosen, lambda model: score_rows(client, model["name"], rows[model["name"]]))
     print(
         f"smoke test: {url}: {len(chosen) - len(failed)}/{len(chosen)} models answered "
         f"({len(models)} in the package, POST /score only)" + (f"; FAILED: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+def check_each(models: list[dict], check: Callable[[dict], tuple[bool, str]]) -> list[str]:
+    """Run `check` on every model, print one ok/FAIL line each; the names of those that failed."""
+    failed = []
+    for model in models:
+        try:
+            ok, message = check(model)
+        except (httpx.HTTPError, ValueError) as exc:
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        print(f"  {'ok  ' if ok else 'FAIL'} {model['name']}: {message}")
+        if not ok:
+            failed.append(model["name"])
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,10 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     key = args.key or (args.key_file.read_text().strip() if args.key_file else os.environ.get("SCORING_API_KEY", ""))
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     url = url.rstrip("/").removesuffix("/score")
-    if args.package is not None:
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            return package_mode(client, url, args.package, args.timeout, args.partitions)
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        if args.package is not None:
+            return package_mode(client, url, args.package, args.timeout, args.partitions)
         health = wait_ready(client, args.timeout)
         if health is None:
             return 2
@@ -216,15 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"smoke test: cannot list models at {url}/models: {exc}", file=sys.stderr)
             return 1
         chosen = choose(models, args.partitions)
-        failed = []
-        for model in chosen:
-            try:
-                ok, message = check_model(client, model)
-            except (httpx.HTTPError, ValueError) as exc:
-                ok, message = False, f"{type(exc).__name__}: {exc}"
-            print(f"  {'ok  ' if ok else 'FAIL'} {model['name']}: {message}")
-            if not ok:
-                failed.append(model["name"])
+        failed = check_each(chosen, lambda model: check_model(client, model))
     print(
         f"smoke test: {url}: {len(chosen) - len(failed)}/{len(chosen)} models answered "
         f"({len(models)} servable)" + (f"; FAILED: {', '.join(failed)}" if failed else "")
