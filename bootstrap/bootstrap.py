@@ -432,9 +432,27 @@ def _offsets(source: bytes) -> list[int]:
     return starts
 
 
+def _defined_names(stmt: ast.stmt) -> set[str]:
+    """Names a module-level statement defines (a function, a class, assigned variables)."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {stmt.name}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+    return {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _uses_any(stmt: ast.stmt, names: set[str]) -> bool:
+    """Whether a statement reads one of `names` (a name in its code, or a parameter: a pytest fixture)."""
+    return bool(names) and any(
+        (isinstance(n, ast.Name) and n.id in names) or (isinstance(n, ast.arg) and n.arg in names)
+        for n in ast.walk(stmt)
+    )
+
+
 def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, list[str]]:
-    """Drop imports of the part, list/tuple/set elements and dict entries naming it; in tests, whole tests."""
+    """Drop imports of the part, list/tuple/set elements and dict entries naming it; in tests, whole tests, and
+    the tests that use a helper, fixture or constant dropped that way."""
     removed: list[str] = []
+    gone_names: set[str] = set()  # module-level names of a test file dropped in an earlier pass
     for _ in range(50):
         source = text.encode()
         try:
@@ -450,24 +468,25 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
             return source[pos(node.lineno, node.col_offset) : pos(node.end_lineno, node.end_col_offset)].decode()
 
         edits: list[tuple[int, int, str]] = []
+        defines: dict[tuple[int, int], set[str]] = {}  # edit span -> module-level names it removes
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if is_test and isinstance(node, ast.Module | ast.ClassDef) and isinstance(body, list):
                 for stmt in body:
+                    uses_gone = isinstance(node, ast.Module) and _uses_any(stmt, gone_names)
                     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                         inner = "\n".join(seg(s) for s in stmt.body)
-                        if ref.search(inner) or ref.search(stmt.name):
+                        if ref.search(inner) or ref.search(stmt.name) or uses_gone:
                             first = min([stmt.lineno] + [d.lineno for d in stmt.decorator_list])
-                            edits.append((starts[first - 1], pos(stmt.end_lineno, stmt.end_col_offset), stmt.name))
+                            span = (starts[first - 1], pos(stmt.end_lineno, stmt.end_col_offset))
+                            edits.append((*span, stmt.name))
+                            if isinstance(node, ast.Module):
+                                defines[span] = _defined_names(stmt)
                     elif isinstance(node, ast.Module) and isinstance(stmt, ast.Assign | ast.AnnAssign):
-                        if ref.search(seg(stmt)):
-                            edits.append(
-                                (
-                                    starts[stmt.lineno - 1],
-                                    pos(stmt.end_lineno, stmt.end_col_offset),
-                                    "assignment",
-                                )
-                            )
+                        if ref.search(seg(stmt)) or uses_gone:
+                            span = (starts[stmt.lineno - 1], pos(stmt.end_lineno, stmt.end_col_offset))
+                            edits.append((*span, "assignment"))
+                            defines[span] = _defined_names(stmt)
             if is_test and isinstance(node, ast.Import | ast.ImportFrom):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 if any(FF_PATH_PART.match(m.split(".")[0]) and ref.search(m) for m in mods):
@@ -512,6 +531,7 @@ def drop_python(text: str, ref: re.Pattern[str], is_test: bool) -> tuple[str, li
         out = source
         for a, b, what in reversed(chosen):
             removed.append(f"{what}: {out[a:b].decode().strip().splitlines()[0][:80]}")
+            gone_names |= defines.get((a, b), set())
             out = out[:a] + out[b:]
         text = out.decode()
     return text, removed

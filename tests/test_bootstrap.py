@@ -204,6 +204,27 @@ def test_drop_python_in_tests_and_code() -> None:
     assert 'USE_CASES = {"diabetes_regression": "diabetes_regression/"}' in code
 
 
+def test_tests_that_use_a_dropped_helper_fixture_or_constant_go_too() -> None:
+    source = (
+        "import pytest\n\n"
+        'CONFIG = "ff/pipeline_config.json"\n'
+        "SPEC = {'config': CONFIG}\n\n\n"
+        "def many_spec():\n    return build('ff_train')\n\n\n"
+        "@pytest.fixture\ndef many(tmp_path):\n    return many_spec()\n\n\n"
+        "def test_uses_helper():\n    assert many_spec()\n\n\n"
+        "def test_uses_fixture(many):\n    assert many\n\n\n"
+        "def test_uses_constant():\n    assert SPEC\n\n\n"
+        "def test_kept(tmp_path):\n    assert build('train')\n"
+    )
+    text, removed = bs.drop_python(source, bs.FF_REF, is_test=True)
+    assert "def test_kept(tmp_path)" in text
+    for gone in ("CONFIG", "SPEC", "many_spec", "def many(", "test_uses_helper", "test_uses_fixture"):
+        assert gone not in text, (gone, text)
+    assert "test_uses_constant" not in text
+    compile(text, "test_x.py", "exec")
+    assert len(removed) == 7
+
+
 def test_drop_references_inline_tokens_and_enumerations() -> None:
     yml = "- script: >-\n    pytest --cov=ml_service --cov=churn --cov=ff\n    --cov-report=term\n"
     text, removed = bs.drop_references("x.yml", yml, bs.FF_REF)
