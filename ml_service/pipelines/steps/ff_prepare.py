@@ -11,11 +11,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ml_service.pipelines.catalog import MANY_MODELS_CONFIGS
 from ml_service.pipelines.many_models import plan_use_case, write_plan
 from ml_service.pipelines.steps.common import run_step
 from ml_service.util.env_variables import load_settings
 
-DEFAULT_CONFIG = "ff/pipeline_config.json"
+DEFAULT_CONFIG = MANY_MODELS_CONFIGS["ff"]
 PLOTS_PER_USE_CASE = 5
 
 
