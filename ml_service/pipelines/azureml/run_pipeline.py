@@ -49,13 +49,10 @@ def parallel_settings(project_root: Path, use_case: str) -> ParallelSettings:
     from ff.config import ConfigError, load_pipeline_config
 
     try:
-        section = getattr(load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]), "parallel", None)
+        section = load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]).parallel  # always present
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if section is None:
-        return ParallelSettings()
-    values = dataclasses.asdict(section)
-    return ParallelSettings.from_mapping(values, f"{MANY_MODELS_CONFIGS[use_case]}: parallel")
+    return ParallelSettings.from_mapping(dataclasses.asdict(section), f"{MANY_MODELS_CONFIGS[use_case]}: parallel")
 
 
 def model_names(use_case: str, project_root: Path) -> tuple[str, ...]:
