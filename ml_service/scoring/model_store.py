@@ -236,8 +236,9 @@ class ModelStore:
 def _run_metrics(client: Any, run_id: str, folder: Path) -> dict[str, Any] | None:
     """A single model's metrics: its model.json's, else the training run's (None: unknown)."""
     path = folder / METADATA_FILE
-    if path.is_file() and json.loads(path.read_text()).get("metrics"):
-        return None
+    own = json.loads(path.read_text()).get("metrics") if path.is_file() else None
+    if own:
+        return dict(own)
     try:
         return dict(sorted(client.get_run(run_id).data.metrics.items())) if run_id else None
     except Exception:  # a run deleted or not readable: serve the model without metrics
