@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT as ROOT
+
 SCRIPT = ROOT / "bootstrap" / "bootstrap.py"
 sys.path.insert(0, str(SCRIPT.parent))
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT as REPO
+
 CHECKOV = Path(sys.executable).parent / "checkov"
 PIPELINE_DIRS = (REPO / ".pipelines", REPO / "environment_setup")
 

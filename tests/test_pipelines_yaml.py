@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO_ROOT as REPO
+
 BIN = Path(sys.executable).parent
 
 # Modules named in docs/contracts.md that the pipelines call but that other developers are still writing.

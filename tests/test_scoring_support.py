@@ -19,12 +19,12 @@ from sklearn.pipeline import Pipeline
 from ml_service.registry.mlflow_registry import connect, ensure_experiment, register_version
 from ml_service.registry.model_folder import save_model_folder
 from ml_service.registry.model_set import model_key, partition_folder, write_model_set
+from tests.conftest import REPO_ROOT
 
 DIABETES_COLUMNS = ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
 DIABETES_ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 0], [56, 33, 11, 88, 0, 43, 6, 8, 1, 68]]
 ENERGY_ROWS = [["2017-8-12 7:00", 0, 70], ["2017-8-12 19:00", 0, 50]]
 ENERGY_SCHEMA = {"timeStamp": "datetime", "precip": "number", "temp": "number"}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def diabetes_model(seed: int = 0) -> Ridge:
