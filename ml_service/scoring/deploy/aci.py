@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 
 from ml_service.scoring.deploy import common
 
@@ -78,7 +77,7 @@ def service_url(fqdn: str, port: int = common.SCORING_PORT) -> str:
     return f"http://{fqdn}:{port}"
 
 
-def deploy(args, settings, credential, transport=None, sleep=time.sleep) -> str:
+def deploy(args, settings, credential, transport=None) -> str:
     """Build the image, create or update the container group; returns the scoring URL."""
     from azure.core import PipelineClient
     from azure.mgmt.containerinstance import ContainerInstanceManagementClient
@@ -87,7 +86,9 @@ def deploy(args, settings, credential, transport=None, sleep=time.sleep) -> str:
     kwargs = {"transport": transport} if transport is not None else {}
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
     upload = PipelineClient(base_url="https://upload", **kwargs)
-    _, resources, image = common.build_package_image(registry, upload, settings, args.package, sleep)
+    _, resources, image = common.build_package_image(
+        registry, upload, settings, args.package, common.poll_sleep(transport)
+    )
     group = container_group(
         args.name,
         resources.location,
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         if not args.pull_identity:
             raise common.DeployError("--pull-identity is required: a user-assigned identity with AcrPull", 2)
         chosen = common.public_service_credential(settings, credential)
-        url = deploy(args, settings, chosen, transport, (lambda s: None) if transport is not None else time.sleep)
+        url = deploy(args, settings, chosen, transport)
         common.write_text(args.url_file, url)
         print(f"container group {args.name}: {url}")
 

@@ -9,7 +9,6 @@ App Service terminates HTTPS on the public `https://<name>.azurewebsites.net`.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from ml_service.scoring.deploy import common
@@ -65,7 +64,7 @@ def build_site(location: str, plan_id: str, image: str, settings: dict[str, str]
     )
 
 
-def deploy(args: Any, settings: Any, credential: Any, transport: Any = None, sleep=time.sleep) -> str:
+def deploy(args: Any, settings: Any, credential: Any, transport: Any = None) -> str:
     from azure.core import PipelineClient
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.web import WebSiteManagementClient
@@ -73,7 +72,9 @@ def deploy(args: Any, settings: Any, credential: Any, transport: Any = None, sle
     kwargs = {"transport": transport} if transport is not None else {}
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
     upload = PipelineClient(base_url="https://upload", **kwargs)
-    _, resources, image = common.build_package_image(registry, upload, settings, args.package, sleep)
+    _, resources, image = common.build_package_image(
+        registry, upload, settings, args.package, common.poll_sleep(transport)
+    )
     web = WebSiteManagementClient(credential, settings.azure_subscription_id, **kwargs)
     rg = settings.resource_group
     plan = web.app_service_plans.begin_create_or_update(
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
             print(common.to_json(build_site("<workspace location>", "<plan id>", image, values)))
             return
         chosen = common.public_service_credential(settings, credential)
-        url = deploy(args, settings, chosen, transport, (lambda s: None) if transport is not None else time.sleep)
+        url = deploy(args, settings, chosen, transport)
         common.write_text(args.url_file, url)
         print(f"web app {args.name}: {url}")
 
