@@ -16,12 +16,12 @@ Shape of the signal (NYC-like, MW and degrees Fahrenheit):
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from ff.prepare import write_csv
 
 COLUMNS = ("timeStamp", "demand", "precip", "temp")
 PARTITION_COLUMN = "region"
@@ -117,6 +117,13 @@ def generate_energy(
     return pd.DataFrame(frame)
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Like ``nyc_energy.csv``: ``YYYY-MM-DD HH:MM:SS``, no index; the same frame gives the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, date_format="%Y-%m-%d %H:%M:%S", lineterminator="\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ff.data_generator", description="Write synthetic hourly energy demand as CSV."
@@ -131,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         df = generate_energy(args.partitions, args.days, args.seed, args.start)
     except ValueError as exc:
         parser.error(str(exc))
-    path = write_csv(df, args.output)
+    path = write_csv(df, Path(args.output))
     print(f"wrote {len(df)} rows to {path}")
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -25,11 +25,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ff.config import UseCase
+from ff.spec import Spec as UseCase
 from ff.features import CalendarWeatherFeatures, NumericColumns, model_input_schema
 
-MODEL_FILE = "model.joblib"
-MODEL_INFO_FILE = "model.json"
 REGRESSION_TEST_SIZE = 0.2
 
 
@@ -60,16 +58,14 @@ def _too_few_rows(use_case: UseCase, rows: int) -> ValueError:
     return ValueError(f"{use_case.model_name}: {rows} rows are too few to hold out data for evaluation")
 
 
-def _holdout_start(stamps, horizon_hours: int) -> int:
-    """Where the hold-out begins in time-sorted stamps (a NumPy or pandas datetime array): after the last time
-    minus the horizon."""
-    if len(stamps) == 0:
-        return 0
-    return int(stamps.searchsorted(stamps[-1] - np.timedelta64(horizon_hours, "h"), side="right"))
+def _holdout_start(stamps, horizon: int) -> int:
+    """Where the hold-out begins in time-sorted stamps of a regular series (the platform checks that prepared
+    series are regular at their frequency): the last ``horizon`` steps are held out."""
+    return max(len(stamps) - horizon, 0)
 
 
 def split_holdout(df: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train/hold-out split: the last ``horizon`` hours for forecasting, a seeded 20 % sample otherwise."""
+    """Train/hold-out split: the last ``horizon`` steps for forecasting, a seeded 20 % sample otherwise."""
     if use_case.task == "forecasting":
         times = df[use_case.time_column]
         if not pd.api.types.is_datetime64_any_dtype(times):
@@ -267,34 +263,41 @@ def _fit_automl(features: pd.DataFrame, y: pd.Series, use_case: UseCase, budget:
     return automl
 
 
+def fit_model(
+    train: pd.DataFrame, use_case: UseCase, *, fast: bool | None = None, time_budget_s: float | None = None
+) -> tuple[Pipeline, str, dict]:
+    """Fit one model on training rows: (pipeline, estimator name, chosen hyperparameters).
+
+    ``fast`` None follows ``use_case.automl.fast_path.enabled``; ``time_budget_s`` overrides the configured
+    FLAML budget (tests, smoke runs).
+    """
+    fast = use_case.automl.fast_path.enabled if fast is None else fast
+    X_train, y_train = train[list(use_case.input_columns)], train[use_case.label].to_numpy(dtype=float)
+    if fast and use_case.automl.fast_path.estimator == "ridge":
+        return fit_ridge_pipeline(X_train, y_train, use_case), "ridge", {}
+    if fast:
+        return fast_pipeline(use_case).fit(X_train, y_train), use_case.automl.fast_path.estimator, {}
+    features = feature_step(use_case).fit(X_train)
+    budget = time_budget_s if time_budget_s is not None else use_case.automl.time_budget_s
+    automl = _fit_automl(features.transform(X_train), pd.Series(y_train), use_case, budget)
+    model = Pipeline([("features", features), ("model", automl.model.estimator)])
+    config = {k: v.item() if hasattr(v, "item") else v for k, v in (automl.best_config or {}).items()}
+    return model, str(automl.best_estimator), config
+
+
 def train_model(
     df: pd.DataFrame, use_case: UseCase, *, fast: bool | None = None, time_budget_s: float | None = None
 ) -> TrainResult:
     """Fit one model on a prepared frame (one partition) and evaluate it on the hold-out.
 
-    ``fast`` None follows ``use_case.automl.fast_path.enabled``; ``time_budget_s`` overrides the configured
-    FLAML budget (tests, smoke runs). The model is fitted on the training part only, so the metrics describe
-    exactly the model returned.
+    The model is fitted on the training part only, so the metrics describe exactly the model returned.
     """
     started = time.perf_counter()
     fast = use_case.automl.fast_path.enabled if fast is None else fast
     train, holdout = split_holdout(df, use_case)
-    X_train, y_train = train[list(use_case.input_columns)], train[use_case.label].to_numpy(dtype=float)
+    model, estimator, config = fit_model(train, use_case, fast=fast, time_budget_s=time_budget_s)
     X_hold, y_hold = holdout[list(use_case.input_columns)], holdout[use_case.label].to_numpy(dtype=float)
     closed_form = fast and use_case.automl.fast_path.estimator == "ridge"
-    if closed_form:
-        model = fit_ridge_pipeline(X_train, y_train, use_case)
-        estimator, config = "ridge", {}
-    elif fast:
-        model = fast_pipeline(use_case).fit(X_train, y_train)
-        estimator, config = use_case.automl.fast_path.estimator, {}
-    else:
-        features = feature_step(use_case).fit(X_train)
-        budget = time_budget_s if time_budget_s is not None else use_case.automl.time_budget_s
-        automl = _fit_automl(features.transform(X_train), pd.Series(y_train), use_case, budget)
-        model = Pipeline([("features", features), ("model", automl.model.estimator)])
-        estimator = str(automl.best_estimator)
-        config = {k: v.item() if hasattr(v, "item") else v for k, v in (automl.best_config or {}).items()}
     predicted = predict_ridge_pipeline(model, X_hold) if closed_form else model.predict(X_hold)
     out = {"actual": y_hold, "predicted": np.asarray(predicted, dtype=float)}
     if use_case.task == "forecasting":
@@ -310,22 +313,3 @@ def train_model(
         train_seconds=time.perf_counter() - started,
         n_train=len(train),
     )
-
-
-def save_model(result: TrainResult, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write ``<folder>/model.joblib`` and ``<folder>/model.json`` (input schema, estimator, metrics)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MODEL_FILE
-    with path.open("wb") as file:  # a plain pickle (joblib.load reads it): a third of joblib.dump's time
-        pickle.dump(result.model, file, protocol=pickle.HIGHEST_PROTOCOL)
-    info = {
-        "input_columns": list(result.input_schema),
-        "input_schema": result.input_schema,
-        "estimator": result.estimator,
-        "fast_path": result.fast_path,
-        "metrics": result.metrics,
-        **(extra or {}),
-    }
-    (folder / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-    return path

@@ -69,79 +69,38 @@ class PipelineSpec:
         raise KeyError(f"pipeline {self.name} has no step {name!r}")
 
 
-def single_model_training(use_case: str, raw_data: str) -> PipelineSpec:
-    """prepare → train → evaluate → register for one model of a use case."""
-    common = {"use_case": use_case}
+def training_pipeline(use_cases: list[str], name: str | None = None) -> PipelineSpec:
+    """prepare → train (parallel: a model per partition, every use case's models in one fan-out) → evaluate →
+    register, for the given declared use cases. A single model is a use case with one partition."""
     prepare = StepSpec(
         "prepare",
         "ml_service.pipelines.steps.prepare",
-        "check the raw data and keep the modelled columns",
-        inputs={"raw_data": Binding(PIPELINE_INPUT, "raw_data")},
-        parameters=common,
+        "materialise, check and partition the raw data; plan one model per partition",
+        parameters={"use_case": ",".join(use_cases)},
     )
     train = StepSpec(
         "train",
         "ml_service.pipelines.steps.train",
-        "fit the model, log params, metrics and the model",
-        inputs={"prepared": Binding("prepare", "output")},
-        parameters=common,
-    )
-    evaluate = StepSpec(
-        "evaluate",
-        "ml_service.pipelines.steps.evaluate",
-        "compare with the model in production",
-        inputs={"trained": Binding("train", "output")},
-        parameters=common,
-    )
-    register = StepSpec(
-        "register",
-        "ml_service.pipelines.steps.register",
-        "register the model and move the production alias",
-        inputs={"trained": Binding("train", "output"), "decision": Binding("evaluate", "output")},
-        parameters=common,
-    )
-    return PipelineSpec(
-        f"{use_case}-training",
-        f"Train, evaluate and register the {use_case} model",
-        {"raw_data": raw_data},
-        (prepare, train, evaluate, register),
-    )
-
-
-def many_models_training(group: str, config: str) -> PipelineSpec:
-    """prepare → train (parallel, a model per partition) → evaluate → register, for each use case in `config`.
-
-    `config` is a pipeline input (a file), so the cloud job receives it like any other data.
-    """
-    cfg = {"config": Binding(PIPELINE_INPUT, "config")}
-    prepare = StepSpec(
-        "prepare",
-        "ml_service.pipelines.steps.ff_prepare",
-        "materialise, check and partition the raw data",
-        inputs=cfg,
-    )
-    train = StepSpec(
-        "train",
-        "ml_service.pipelines.steps.ff_train",
         "train every model in parallel (resumable)",
-        inputs={**cfg, "prepared": Binding("prepare", "output")},
+        inputs={"prepared": Binding("prepare", "output")},
         kind="parallel",
     )
     evaluate = StepSpec(
         "evaluate",
-        "ml_service.pipelines.steps.ff_evaluate",
+        "ml_service.pipelines.steps.evaluate",
         "compare each model with its production version",
-        inputs={**cfg, "trained": Binding("train", "output")},
+        inputs={"trained": Binding("train", "output")},
     )
     register = StepSpec(
         "register",
-        "ml_service.pipelines.steps.ff_register",
-        "register promoted models and model sets; report",
-        inputs={**cfg, "trained": Binding("train", "output"), "decisions": Binding("evaluate", "output")},
+        "ml_service.pipelines.steps.register",
+        "register promoted models as MLflow models; write the report",
+        inputs={"trained": Binding("train", "output"), "decisions": Binding("evaluate", "output")},
     )
+    label = name or (use_cases[0] if len(use_cases) == 1 else "use-cases")
     return PipelineSpec(
-        f"{group}-training",
-        f"Train, evaluate and register every {group} model",
-        {"config": config},
+        f"{label}-training",
+        f"Train, evaluate and register {', '.join(use_cases)}",
+        {},
         (prepare, train, evaluate, register),
     )

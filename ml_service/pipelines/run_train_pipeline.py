@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ml_service.pipelines.catalog import is_many_models, training_pipeline
-from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec
+from ml_service.config import ConfigError, project_root, select_use_cases
+from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec, training_pipeline
+from ml_service.pipelines.steps.register import REPORT_FILE
+from ml_service.util.files import write_atomic
 from ml_service.util.env_variables import SettingsError, load_settings
 
 
@@ -70,35 +73,51 @@ def run_pipeline(
     return outputs
 
 
+def keep_report(run_dir: Path, started: datetime) -> Path | None:
+    """Copy this run's report into `<pipeline>/history/` and rewrite the history's index (newest first): the run
+    folder (`current/`) is reused so reruns resume, the history keeps every run's report."""
+    report = run_dir / "register" / "output" / REPORT_FILE
+    if not report.is_file():
+        return None
+    history = run_dir.parent / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report, history / f"{started.strftime('%Y%m%dT%H%M%SZ')}.html")
+    links = "".join(f'<li><a href="{p.name}">{p.stem}</a></li>' for p in sorted(history.glob("2*.html"), reverse=True))
+    page = f"<!doctype html><meta charset='utf-8'><title>Run history</title><h1>Run history</h1><ul>{links}</ul>"
+    write_atomic(history / "index.html", page.encode())
+    return history / "index.html"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--use-case", default="diabetes_regression", help="use case to train (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, help="folder for step outputs (default: local/runs/<use case>/<time>)")
-    parser.add_argument("--raw-data", help="override the pipeline's raw data file (single-model use cases)")
+    parser.add_argument("--use-case", help="declared use case(s) to train, comma-separated")
+    parser.add_argument("--all", action="store_true", help="every use case declared in pyproject.toml")
+    parser.add_argument("--run-dir", type=Path, help="folder for step outputs (default: local/runs/<name>/current)")
     parser.add_argument(
         "--in-process", action="store_true", help="run the steps in this process instead of one process each"
     )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        spec = training_pipeline(args.use_case)
-    except (SettingsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        project = project_root(settings.project_root)
+        names = select_use_cases(args.use_case, project, args.all)
+        label = "all" if args.all else "-".join(names)
+        spec = training_pipeline(names, label)
+    except (SettingsError, ConfigError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    if args.run_dir:
-        run_dir = args.run_dir
-    elif is_many_models(args.use_case):
-        # one stable folder, so a rerun after an interruption resumes instead of starting over
-        run_dir = settings.local_path / "runs" / args.use_case / "current"
-    else:
-        run_dir = settings.local_path / "runs" / args.use_case / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    # one stable folder, so a rerun after an interruption resumes instead of starting over
+    run_dir = args.run_dir or settings.local_path / "runs" / label / "current"
+    started = datetime.now(UTC)
     try:
-        overrides = {"raw_data": args.raw_data} if args.raw_data else None
-        run_pipeline(spec, run_dir, overrides, settings.project_root, args.in_process)
+        run_pipeline(spec, run_dir, None, project, args.in_process)
     except StepFailed as exc:
         print(f"error: pipeline {spec.name}: {exc}", file=sys.stderr)
         return 1
+    history = keep_report(run_dir, started)
     print(f"pipeline {spec.name}: succeeded; registry at {settings.tracking_uri}")
+    if history:
+        print(f"pipeline {spec.name}: report {(run_dir / 'register' / 'output' / REPORT_FILE).resolve()}")
     return 0
 
 

@@ -22,6 +22,8 @@ from ml_service.registry.errors import RegistryError
 from ml_service.registry.model_set import MANIFEST_FILE
 from ml_service.util.env_variables import Settings
 
+DATA_FOLDER = "data/model"  # where an MLflow model written by ml_service.registry.mlflow_model keeps its data
+
 STATE_TAG = "registration"
 
 
@@ -184,14 +186,22 @@ def download_model(client: MlflowClient, model: ProductionModel, destination: Pa
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
 
 
-def read_set_manifest(client: MlflowClient, model: ProductionModel, destination: Path) -> dict | None:
-    """The model-set manifest of a version, or None when the version is a single model."""
-    files = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(model.run_id, _artifact_path(model))}
-    if MANIFEST_FILE not in files:
-        return None
-    uri = f"{model.source.rstrip('/')}/{MANIFEST_FILE}"
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+def production_manifest(client: MlflowClient, model: ProductionModel, destination: Path) -> dict:
+    """The manifest of a registered version (its data folder's catalogue), downloading only that one file."""
+    uri = f"{model.source.rstrip('/')}/{DATA_FOLDER}/{MANIFEST_FILE}"
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(
+            f"{model.name} version {model.version} has no {DATA_FOLDER}/{MANIFEST_FILE}: not a model this platform "
+            f"registered ({' '.join(str(exc).split())[:200]})"
+        ) from None
     return json.loads(Path(local).read_text())
+
+
+def download_data(client: MlflowClient, model: ProductionModel, destination: Path) -> Path:
+    """The data folder (manifest and models) of a registered version, downloaded to `destination`."""
+    return download_model(client, model, destination) / DATA_FOLDER
 
 
 def _artifact_path(model: ProductionModel) -> str:

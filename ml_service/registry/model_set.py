@@ -1,174 +1,151 @@
-"""A model set: many models (e.g. one per partition) registered as ONE model version.
+"""The data folder of a registered model: one model, or a model set of many (one per partition) registered as ONE
+version, so 10,000 partitions register in seconds and the production pointer moves once.
 
-Layout of a model-set folder (what is logged as the version's artifact folder)::
+Layout (the `data/model/` folder inside the registered MLflow model, see `ml_service.registry.mlflow_model`)::
 
-    manifest.json
-    models/<model key>/model.joblib     one model folder per partition (ml_service.registry.model_folder
-    models/<model key>/model.json       format: any object with predict(DataFrame) + its metadata)
+    manifest.json                 the catalogue: kind, columns and types, and one entry per model
+    models/<key>/model.pkl        one folder per partition (key "region=r0001"); a single model: models/model/
 
-A model key names the partition: ``model_key({"region": "r0001"}) == "region=r0001"`` (several partition
-columns are joined with ``,`` in the order given). The scoring service addresses a partition model as
-``<model_name>/<model key>``, e.g. ``nyc_energy_regions_model/region=r0001``.
-
-How a writer (the many-models orchestrator) uses this module::
-
-    folder = Path("out/model_set")
-    for values, model in trained.items():                     # values: {"region": "r0001"}
-        key = model_key(values)
-        save_model_folder(model, partition_folder(folder, key), {"input_columns": [...], ...})
-    write_model_set(
-        folder,
-        model_name="nyc_energy_regions_model",
-        input_columns=["timeStamp", "precip", "temp"],
-        partition_columns=["region"],
-        models={key: {"version": "3", "metrics": {...}, "data_hash": "...", "config_hash": "..."}},
-        set_version="",                                       # the registry version, when known
-        sample_input=[["2017-08-13 06:00", 0, 50]],           # optional: one row the smoke test sends
-    )
-
-``write_model_set`` writes only ``manifest.json`` (atomically, keys sorted: same inputs, same bytes); the model
-folders must already exist. ``read_manifest`` reads and checks it. Readers never list the ``models/`` folder:
-the manifest alone is the catalogue, so a set of 10,000 models is opened by reading one file.
+Each entry records the model's version (the registry version it was trained in), metrics, data and config
+hashes, the sha256 of each of its files (checked before a model is loaded) and a sample input. Readers never
+list `models/`: the manifest alone is the catalogue, so a set of 10,000 models is opened by reading one file.
+The partition-key codec (`model_key`, `parse_model_key`) lives in the loader shipped with every model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ml_service.registry.mlops_pyfunc_model import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    MODELS_DIR,
+    SINGLE_KEY,
+    ModelKeyError,
+    key_folder,
+    model_key,
+    parse_model_key,
+)
 from ml_service.util.files import write_atomic
 
-MANIFEST_FILE = "manifest.json"
-MODELS_DIR = "models"
-KIND = "model_set"
-ENTRY_FIELDS = ("version", "metrics", "data_hash", "config_hash", "sample_input")
-_FORBIDDEN = set('/\\=,\n\r\t"')
+__all__ = [
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "MODELS_DIR",
+    "SINGLE_KEY",
+    "ModelSetError",
+    "files_sha256",
+    "model_key",
+    "parse_model_key",
+    "partition_folder",
+    "read_manifest",
+    "write_manifest",
+]
+
+KINDS = ("model", "model_set")
+ENTRY_FIELDS = ("version", "metrics", "data_hash", "config_hash", "sample_input", "sha256", "run_id")
 
 
 class ModelSetError(ValueError):
-    """A model set folder or manifest is not usable; the message says which entry and why."""
-
-
-def _check_part(what: str, text: str) -> str:
-    if not text or text in (".", "..") or any(c in _FORBIDDEN for c in text) or text.strip() != text:
-        raise ModelSetError(f"{what} {text!r} cannot be part of a model key (no '/', '\\', '=', ',', spaces at ends)")
-    return text
-
-
-def model_key(partition_values: Mapping[str, Any]) -> str:
-    """``{"region": "r0001"}`` → ``"region=r0001"``; several columns → ``"a=1,b=x"`` (in the mapping's order)."""
-    if not partition_values:
-        raise ModelSetError("a model key needs at least one partition value")
-    return ",".join(
-        f"{_check_part('partition column', str(k))}={_check_part('partition value', str(v))}"
-        for k, v in partition_values.items()
-    )
-
-
-def parse_model_key(key: str) -> dict[str, str]:
-    """The inverse of ``model_key``: ``"region=r0001"`` → ``{"region": "r0001"}``."""
-    values: dict[str, str] = {}
-    for part in key.split(","):
-        column, sep, value = part.partition("=")
-        if not sep:
-            raise ModelSetError(f"model key {key!r}: {part!r} is not column=value")
-        values[_check_part("partition column", column)] = _check_part("partition value", value)
-    return values
+    """A model folder or manifest is not usable; the message says which entry and why."""
 
 
 def partition_folder(folder: Path, key: str) -> Path:
-    """Where the model of partition ``key`` lives inside a model-set folder."""
-    parse_model_key(key)
-    return Path(folder) / MODELS_DIR / key
-
-
-def is_model_set(folder: Path) -> bool:
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        return False
+    """Where the model of partition `key` ("" for a single model) lives inside a data folder."""
     try:
-        return json.loads(path.read_text()).get("kind") == KIND
-    except (ValueError, AttributeError):
-        return False
+        return Path(folder) / key_folder(key)
+    except ModelKeyError as exc:
+        raise ModelSetError(str(exc)) from None
 
 
-def write_model_set(
+def files_sha256(folder: Path) -> dict[str, str]:
+    """{file name: sha256} of the files of one model's folder: recorded at registration, checked before loading."""
+    out = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def write_manifest(
     folder: Path,
     *,
     model_name: str,
-    input_columns: Sequence[str],
+    use_case: str,
+    input_types: Mapping[str, str],
     partition_columns: Sequence[str],
     models: Mapping[str, Mapping[str, Any]],
-    set_version: str = "",
-    input_schema: Mapping[str, str] | None = None,
-    sample_input: list[list[Any]] | None = None,
-    check_files: bool = True,
-) -> Path:
-    """Write ``<folder>/manifest.json`` for partition models already saved under ``<folder>/models/<key>/``.
+    allowed: Mapping[str, Sequence[str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `<folder>/manifest.json` for models already saved under `<folder>/models/`; returns the manifest.
 
-    ``models`` maps each model key to its entry: ``version`` (registry version in which it was trained; empty
-    means "this set's version"), ``metrics`` (dict of floats), ``data_hash``, ``config_hash`` and optionally
-    ``sample_input`` (rows for a smoke test). ``input_schema`` is ``{column: "datetime" | "number"}`` when
-    known. ``check_files`` refuses keys whose ``model.joblib`` is missing. Returns the manifest's path.
+    `models` maps each key ("" for a single model) to its entry (`ENTRY_FIELDS`). Same inputs, same bytes.
     """
     if not models:
-        raise ModelSetError(f"model set {model_name!r} has no models")
+        raise ModelSetError(f"{model_name}: no models to write")
+    single = list(models) == [SINGLE_KEY]
+    if not single and not partition_columns:
+        raise ModelSetError(f"{model_name}: partition models need partition columns")
     entries: dict[str, dict[str, Any]] = {}
     for key, info in models.items():
-        values = parse_model_key(key)
-        if list(values) != list(partition_columns):
-            raise ModelSetError(f"model key {key!r} does not name the partition columns {list(partition_columns)}")
+        if not single:
+            try:
+                values = parse_model_key(key)
+            except ModelKeyError as exc:
+                raise ModelSetError(str(exc)) from None
+            if list(values) != list(partition_columns):
+                raise ModelSetError(f"model key {key!r} does not name the partition columns {list(partition_columns)}")
         unknown = set(info) - set(ENTRY_FIELDS)
         if unknown:
             raise ModelSetError(f"model {key!r}: unknown manifest fields {sorted(unknown)}; allowed: {ENTRY_FIELDS}")
-        if check_files and not (partition_folder(folder, key) / "model.joblib").is_file():
-            raise ModelSetError(f"model {key!r}: {partition_folder(folder, key) / 'model.joblib'} is missing")
-        entries[key] = {
-            "path": f"{MODELS_DIR}/{key}",
-            "version": str(info.get("version", "")),
-            "metrics": dict(info.get("metrics") or {}),
-            "data_hash": str(info.get("data_hash", "")),
-            "config_hash": str(info.get("config_hash", "")),
-            **({"sample_input": info["sample_input"]} if info.get("sample_input") is not None else {}),
-        }
+        if not (partition_folder(folder, key) / MODEL_FILE).is_file():
+            raise ModelSetError(f"model {key!r}: {partition_folder(folder, key) / MODEL_FILE} is missing")
+        entries[key] = {"path": key_folder(key), **{k: v for k, v in info.items() if v is not None}}
     manifest: dict[str, Any] = {
-        "kind": KIND,
+        "kind": "model" if single else "model_set",
         "model_name": model_name,
-        "set_version": str(set_version),
-        "input_columns": list(input_columns),
-        "partition_columns": list(partition_columns),
+        "use_case": use_case,
+        "input_columns": list(input_types),
+        "input_types": dict(input_types),
+        "partition_columns": [] if single else list(partition_columns),
+        "allowed": {k: list(v) for k, v in (allowed or {}).items()},
         "models": entries,
+        **dict(extra or {}),
     }
-    if input_schema is not None:
-        manifest["input_schema"] = dict(input_schema)
-    if sample_input is not None:
-        manifest["sample_input"] = sample_input
     path = Path(folder) / MANIFEST_FILE
     write_atomic(path, (json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n").encode())
-    return path
+    return manifest
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The checked manifest of a model-set folder (each entry's ``path`` is relative to ``folder``)."""
+    """The checked manifest of a data folder (each entry's `path` is relative to `folder`)."""
     path = Path(folder) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelSetError(f"{path} not found: {folder} is not a model set") from None
+        raise ModelSetError(f"{path} not found: {folder} is not a registered model's data folder") from None
     except ValueError as exc:
         raise ModelSetError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise ModelSetError(f"{path}: 'kind' is not {KIND!r}")
-    for field in ("model_name", "models", "input_columns", "partition_columns"):
+    if not isinstance(manifest, dict) or manifest.get("kind") not in KINDS:
+        raise ModelSetError(f"{path}: 'kind' is not one of {KINDS}")
+    for field in ("model_name", "models", "input_columns", "input_types", "partition_columns"):
         if field not in manifest:
             raise ModelSetError(f"{path}: missing {field!r}")
-    if not isinstance(manifest["models"], dict):
-        raise ModelSetError(f"{path}: 'models' must be an object keyed by model key")
+    if not isinstance(manifest["models"], dict) or not manifest["models"]:
+        raise ModelSetError(f"{path}: 'models' must be a non-empty object keyed by model key")
     for key, entry in manifest["models"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise ModelSetError(f"{path}: model {key!r} needs a 'path'")
         if Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts:
-            raise ModelSetError(f"{path}: model {key!r} path must stay inside the set folder")
+            raise ModelSetError(f"{path}: model {key!r} path must stay inside the folder")
     return manifest
+
+
+def served_name(model_name: str, key: str) -> str:
+    """How the service addresses a model: `<model_name>` for a single one, `<model_name>/<key>` in a set."""
+    return f"{model_name}/{key}" if key else model_name

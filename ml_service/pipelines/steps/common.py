@@ -1,24 +1,25 @@
-"""What every step command shares: its argument parser, the use case it works on, and clean failure."""
+"""What every step command shares: its argument parser, the project it works in, and clean failure."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-from ml_service.pipelines.many_models import TooManyFailures
+from ml_service.config import ConfigError, project_root
+from ml_service.data_checks import DataValidationError
+from ml_service.pipelines.training import TooManyFailures
 from ml_service.registry.errors import RegistryError
-from ml_service.util.data_checks import DataValidationError
+from ml_service.registry.model_set import ModelSetError
 from ml_service.util.env_variables import SettingsError
 
 # Errors a user can cause and fix: reported as one line, exit code 2. Anything else is a bug: full traceback.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
     DataValidationError,
+    ModelSetError,
     RegistryError,
     SettingsError,
     FileNotFoundError,
@@ -27,45 +28,21 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class UseCase:
-    """A single-model use case's entry points, found by the convention of the diabetes_regression sample."""
-
-    name: str
-    parameters: ModuleType
-    train: ModuleType
-    evaluate: ModuleType
-    register: ModuleType
-
-    def load_parameters(self) -> Any:
-        return self.parameters.load_parameters()
-
-
-def load_use_case(name: str) -> UseCase:
-    if not name.isidentifier():
-        raise ValueError(f"use case {name!r} is not a Python package name")
-    try:
-        return UseCase(
-            name,
-            importlib.import_module(f"{name}.parameters"),
-            importlib.import_module(f"{name}.training.train"),
-            importlib.import_module(f"{name}.evaluate.evaluate_model"),
-            importlib.import_module(f"{name}.register.register_model"),
-        )
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"use case {name!r}: cannot import {exc.name}") from None
-
-
 def step_parser(
-    description: str, inputs: Iterable[str], outputs: Iterable[str] = ("output",)
+    description: str, inputs: Iterable[str] = (), outputs: Iterable[str] = ("output",)
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--use-case", required=True, help="use-case package, e.g. diabetes_regression")
+    parser = argparse.ArgumentParser(description=description.strip().splitlines()[0])
     for name in inputs:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=f"input: {name}")
+        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=f"input folder: {name}")
     for name in outputs:
         parser.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, help=f"output folder: {name}")
     return parser
+
+
+def root() -> Path:
+    """The project folder (holding pyproject.toml with the use-case declaration): PROJECT_ROOT, else the
+    current folder or a parent of it."""
+    return project_root(Path(os.environ["PROJECT_ROOT"]) if os.environ.get("PROJECT_ROOT") else None)
 
 
 def run_step(step_name: str, body: Callable[[], None]) -> int:

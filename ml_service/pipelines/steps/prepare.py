@@ -1,34 +1,69 @@
-"""Step: check the raw data against the use case's schema and keep the modelled columns."""
+"""Step: put each use case's raw data in the datastore, check it, split it into one file per model, plan training.
+
+Writes `<output>/<use case>/<partition key>.csv` (`data.csv` for a single model) and `prepared.json`, the list
+of training tasks with the hashes of data, configuration and model code that decide, on a rerun, what trains
+again.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
-from ml_service.pipelines.steps.common import load_use_case, run_step, step_parser
-from ml_service.util.data_checks import schema_from_dict, validate_csv
-from ml_service.util.files import file_sha256, write_atomic, write_json
+from ml_service.config import select_use_cases
+from ml_service.pipelines.preparation import prepare_use_case
+from ml_service.pipelines.steps.common import root, run_step, step_parser
+from ml_service.pipelines.training import write_plan
+from ml_service.use_case import load_use_case
+from ml_service.util.env_variables import load_settings
 
-PREPARED_FILE = "prepared.csv"
-LINEAGE_FILE = "lineage.json"
+
+def parse_options(values: list[str]) -> dict[str, object]:
+    """`--data-option partitions=2000` pairs; values are JSON when they parse as JSON, else text."""
+    options: dict[str, object] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--data-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = step_parser(__doc__, inputs=["raw_data"]).parse_args(argv)
+    cli = step_parser(__doc__)
+    cli.add_argument("--use-case", help="declared use case(s), comma-separated")
+    cli.add_argument("--all", action="store_true", help="every declared use case")
+    cli.add_argument("--datastore", type=Path, help="raw data folder (default: <LOCAL_DIR>/datastore)")
+    cli.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an option of generated data (e.g. partitions=2000)",
+    )
+    args = cli.parse_args(argv)
 
     def body() -> None:
-        use_case = load_use_case(args.use_case)
-        params = use_case.load_parameters()
-        schema = schema_from_dict(params.schema)
-        frame = validate_csv(args.raw_data, schema)
-        prepared = use_case.train.prepare_data(frame, schema.column_names)
-        write_atomic(args.output / PREPARED_FILE, prepared.to_csv(index=False).encode())
-        data_hash = file_sha256(args.raw_data)
-        write_json(
-            args.output / LINEAGE_FILE,
-            {"data_file": str(args.raw_data), "data_hash": data_hash, "rows": len(prepared)},
-        )
-        shape = f"{len(prepared)} rows x {prepared.shape[1]} columns"
-        print(f"prepare: {shape} from {args.raw_data} (sha256 {data_hash[:12]})")
+        project = root()
+        names = select_use_cases(args.use_case, project, args.all)
+        options = parse_options(args.data_option)
+        datastore = args.datastore or load_settings().local_path / "datastore"
+        use_cases = [load_use_case(name, project) for name in names]
+        if options and not any(u.config.data.generate is not None for u in use_cases):
+            raise ValueError(f"--data-option: none of {', '.join(names)} generates its data (data.generate)")
+        tasks = []
+        for use_case in use_cases:
+            name = use_case.name
+            own = options if use_case.config.data.generate is not None else None
+            planned, raw = prepare_use_case(use_case, datastore, args.output, own or None)
+            tasks += planned
+            print(f"prepare: {name}: {len(planned)} model(s) from {raw}", flush=True)
+        write_plan(args.output, tasks)
+        print(f"prepare: {len(tasks)} model(s) planned in {args.output}")
 
     return run_step("prepare", body)
 

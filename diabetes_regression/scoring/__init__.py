@@ -1,1 +1,0 @@
-"""Azure ML scoring entry script of the diabetes sample."""

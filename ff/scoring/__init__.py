@@ -1,1 +1,0 @@
-"""Azure ML scoring entry script (``score.py``) for the ff use cases."""

@@ -1,0 +1,61 @@
+"""Preparing one time series for the energy use cases: a regular series at its frequency, labelled throughout.
+
+Why: FLAML and the calendar features need one row per step with no gaps, and the hold-out is the last
+`horizon` steps, so the series must be regular. Trailing rows without a label (hours not measured yet) are
+dropped; gaps inside are filled by time interpolation. The frequency is the declared one, or the series' own
+most common step: a daily series stays daily (never resampled to hours).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def drop_unlabelled_ends(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Drop leading and trailing rows whose label is missing (future steps not measured yet)."""
+    known = frame[label].notna().to_numpy()
+    if not known.any():
+        return frame.iloc[0:0]
+    first, last = int(np.argmax(known)), len(known) - int(np.argmax(known[::-1]))
+    return frame.iloc[first:last]
+
+
+def series_frequency(times: pd.Series, declared: str) -> str:
+    """The declared frequency, else the most common step between the (sorted) time stamps."""
+    if declared:
+        return declared
+    steps = times.diff().dropna()
+    if steps.empty:
+        raise ValueError("one time stamp: cannot tell the series' frequency; declare time.frequency")
+    return pd.tseries.frequencies.to_offset(steps.mode().iloc[0]).freqstr
+
+
+def regularise(frame: pd.DataFrame, time_column: str, label: str, frequency: str) -> pd.DataFrame:
+    """One series, sorted, as a regular frame at `frequency`: duplicates averaged, gaps interpolated in time,
+    unlabelled ends dropped; non-numeric columns (partition values) are constant within a series and kept."""
+    frame = frame.sort_values(time_column, kind="stable")
+    numeric = [c for c in frame.columns if c != time_column and pd.api.types.is_numeric_dtype(frame[c])]
+    others = [c for c in frame.columns if c not in numeric and c != time_column]
+    times = frame[time_column]
+    step = pd.tseries.frequencies.to_offset(frequency)
+    on_grid = (times.dt.floor(frequency) == times).all() if _fixed(step) else True
+    regular = times.is_unique and on_grid and (times.iloc[1:].reset_index(drop=True) == (times.iloc[:-1] + step).reset_index(drop=True)).all()
+    indexed = frame.set_index(time_column)[numeric]
+    if not regular:
+        indexed = indexed.resample(frequency).mean()
+    indexed = drop_unlabelled_ends(indexed, label)
+    if indexed[numeric].isna().any().any():
+        indexed[numeric] = indexed[numeric].interpolate(method="time", limit_direction="both")
+    out = indexed.reset_index()
+    for column in others:
+        out[column] = frame[column].iloc[0]
+    return out.loc[:, list(frame.columns)].reset_index(drop=True)
+
+
+def _fixed(offset) -> bool:
+    try:
+        pd.Timedelta(offset)
+    except ValueError:
+        return False
+    return True

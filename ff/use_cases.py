@@ -1,0 +1,83 @@
+"""The ff use cases behind the platform's contract: energy-demand forecasting (one series, or one model per
+region) and regression, searched with FLAML, or fitted by a fixed fast estimator for thousands of partitions.
+
+Pure data science: pandas, scikit-learn, FLAML; nothing of the platform, MLflow or Azure. The platform builds
+`AutoMLUseCase(config, params)` from each configuration (`ff/*.json`) and calls the methods below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ff import train_automl
+from ff.series import regularise, series_frequency
+from ff.spec import Params, Spec
+
+
+class AutoMLUseCase:
+    """One class for the three ff use cases; `model.task` chooses forecasting or regression."""
+
+    Params = Params
+    # FLAML's models (lightgbm, xgboost) need their packages where the model is loaded
+    requirements = ("flaml", "lightgbm", "xgboost")
+
+    def __init__(self, config: Any, params: Params):
+        self.spec = Spec.of(config, params)
+
+    def generate(self, options: dict[str, Any], destination: Path) -> None:
+        """Synthetic hourly demand with weather (`ff.data_generator`), seeded: same options, same file."""
+        from ff.data_generator import generate_energy, write_csv  # scipy is imported only when generating
+
+        known = {"partitions", "days", "seed", "start"}
+        unknown = set(options) - known - {"generator"}
+        if unknown:
+            raise ValueError(f"data.generate: unknown option(s) {sorted(unknown)} (known: {sorted(known)})")
+        frame = generate_energy(
+            int(options.get("partitions", 0)),
+            int(options.get("days", 365)),
+            int(options.get("seed", 42)),
+            str(options.get("start", "2016-08-01")),
+        )
+        write_csv(frame, destination)
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        spec = self.spec
+        if spec.task != "forecasting":
+            return frame.dropna().reset_index(drop=True)
+        frequency = series_frequency(frame[spec.time_column], spec.frequency)
+        return regularise(frame, spec.time_column, spec.label, frequency)
+
+    def split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return train_automl.split_holdout(frame, self.spec)
+
+    def fit(self, train: pd.DataFrame) -> Any:
+        model, estimator, _ = train_automl.fit_model(train, self.spec)
+        model.estimator_name_ = estimator
+        return model
+
+    def metrics(self, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+        return train_automl.regression_metrics(actual, predicted, with_mape=self.spec.task == "forecasting")
+
+    def describe(self, model: Any) -> str:
+        return getattr(model, "estimator_name_", type(model).__name__)
+
+    def fit_many(self, frame: pd.DataFrame, starts: list[int]) -> list[Any] | None:
+        """The ridge fast path over many partitions at once (one feature computation for all); each result
+        equals split → fit → predict on the partition alone. Anything else: None (one by one)."""
+        if not train_automl.batch_trainable(self.spec, self.spec.automl.fast_path.enabled):
+            return None
+        out: list[Any] = []
+        for first, end, result in zip(
+            starts[:-1], starts[1:], train_automl.train_ridge_partitions(frame, starts, self.spec), strict=True
+        ):
+            if isinstance(result, Exception):
+                out.append(result)
+                continue
+            result.model.estimator_name_ = result.estimator
+            holdout = frame.iloc[first + result.n_train : end]
+            out.append((result.model, holdout, result.holdout_columns["predicted"]))
+        return out
