@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -76,13 +79,14 @@ def test_env_example_documents_every_variable_with_its_default():
     assert documented == expected
 
 
-def test_import_does_no_work(monkeypatch):
-    """Bad values only fail when settings are loaded, never at import."""
-    monkeypatch.setenv("RUN_EVALUATION", "maybe")
-    import importlib
-
-    import ml_service.util.env_variables as module
-
-    importlib.reload(module)
-    with pytest.raises(module.SettingsError):
-        module.load_settings()
+def test_import_does_no_work(tmp_path):
+    """Bad values only fail when settings are loaded, never at import (a fresh process: reloading the module
+    here would leave other tests holding a stale SettingsError class)."""
+    code = (
+        "import ml_service.util.env_variables as m\n"
+        "try:\n    m.load_settings()\nexcept m.SettingsError as e:\n    print('raised:', e)\n"
+    )
+    env = {**os.environ, "RUN_EVALUATION": "maybe", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("raised: RUN_EVALUATION='maybe'")

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from ml_service.registry.errors import RegistryError
 from ml_service.registry.model_set import MANIFEST_FILE
 from ml_service.util.env_variables import Settings
+from ml_service.util.tracking_uri import check_tracking_uri
 
 DATA_FOLDER = "data/model"  # where an MLflow model written by ml_service.registry.mlflow_model keeps its data
 
@@ -39,6 +40,7 @@ class ProductionModel:
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store (creating the local folder on first use) and return a client."""
     uri = settings.tracking_uri
+    check_tracking_uri(settings)  # an unreachable server fails in seconds, not after MLflow's 4 minutes of retries
     # progress bars per artifact download flood the logs of pipelines that read model sets
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):

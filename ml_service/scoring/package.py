@@ -259,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         manifest = build(settings, args.output)
-    except (RuntimeError, SettingsError, OSError) as exc:
+    except SettingsError as exc:
+        print(f"package: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 1
     shown = ", ".join(f"{m['name']} v{m['version']}" for m in manifest["models"])

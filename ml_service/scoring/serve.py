@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             store = ModelStore.from_package(args.package, settings.scoring_cache_size)
         else:
             store = ModelStore.from_registry(settings)
-    except (SettingsError, CatalogueError, OSError, ValueError) as exc:
+    except SettingsError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    except (CatalogueError, OSError, ValueError) as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 1
     if len(store) == 0:

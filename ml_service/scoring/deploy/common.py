@@ -257,9 +257,12 @@ def to_json(model: Any) -> str:
 
 def azure_settings(dry_run: bool):
     """Settings, with the workspace required unless --dry-run."""
-    from ml_service.util.env_variables import load_settings
+    from ml_service.util.env_variables import SettingsError, load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise DeployError(str(exc), 2) from None
     if not dry_run and not settings.azure_workspace_configured:
         raise DeployError(f"no Azure ML workspace configured: set {WORKSPACE_VARIABLES} (or use --dry-run)", 2)
     return settings
