@@ -55,12 +55,15 @@ def pinned(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _signature(input_types: Mapping[str, str], partition_columns: Sequence[str]):
+def _signature(manifest: Mapping[str, Any]):
+    """Partition columns (text), then the model's input columns in request order (the manifest's
+    `input_columns`: its `input_types` object is written with sorted keys)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    columns = [ColSpec("string", c) for c in partition_columns]
-    columns += [ColSpec(SIGNATURE_TYPES[kind], name) for name, kind in input_types.items()]
+    types = manifest["input_types"]
+    columns = [ColSpec("string", c) for c in manifest["partition_columns"]]
+    columns += [ColSpec(SIGNATURE_TYPES[types[name]], name) for name in manifest["input_columns"]]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("double")]))
 
 
@@ -112,7 +115,7 @@ def save_mlflow_model(
             loader_module=LOADER_MODULE,
             data_path=str(seed),
             code_paths=code,
-            signature=_signature(manifest["input_types"], manifest["partition_columns"]),
+            signature=_signature(manifest),
             input_example=_example(manifest, first),
             pip_requirements=pinned(requirements),
             metadata={"mlops": {"kind": manifest["kind"], "model_name": manifest["model_name"], **(metadata or {})}},

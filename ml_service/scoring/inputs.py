@@ -1,8 +1,10 @@
 """Request rows → the model's input DataFrame, with errors that name the offending field.
 
-A model's input schema is an ordered ``{column: "number" | "datetime"}`` (``model.json``'s ``input_schema``,
-or ``input_columns`` meaning all numbers). Each request row is a list with one value per column, in order.
-Numbers must be finite JSON numbers (not booleans, not strings); date/times are strings pandas can parse.
+A model's input schema is ordered ``(column, kind)`` pairs with kind "number", "datetime", "string" or
+"boolean" (from the registered model's MLflow signature: double/long, datetime, string, boolean), plus the
+allowed values of category columns. Each request row is a list with one value per column, in order. Numbers
+must be finite JSON numbers (not booleans, not strings); date/times are strings pandas can parse; strings are
+JSON strings (one of the allowed values, when the use case declares them); booleans are true/false.
 """
 
 from __future__ import annotations
@@ -17,6 +19,21 @@ import pandas as pd
 
 NUMBER = "number"
 DATETIME = "datetime"
+STRING = "string"
+BOOLEAN = "boolean"
+KINDS = {"number": NUMBER, "integer": NUMBER, "datetime": DATETIME, "string": STRING, "category": STRING}
+KINDS["boolean"] = BOOLEAN
+
+
+class InputSchema(tuple):
+    """``(column, kind)`` pairs, in request order, with ``allowed``: {column: allowed values} for categories."""
+
+    allowed: dict[str, frozenset[str]]
+
+    def __new__(cls, pairs, allowed: Mapping[str, Sequence[str]] | None = None):
+        schema = super().__new__(cls, tuple(pairs))
+        schema.allowed = {c: frozenset(v) for c, v in (allowed or {}).items()}
+        return schema
 
 
 class InputError(ValueError):
@@ -37,7 +54,8 @@ def schema_from_metadata(metadata: Mapping[str, Any]) -> tuple[tuple[str, str], 
     schema = metadata.get("input_schema")
     types = dict(schema) if isinstance(schema, Mapping) else {}
     columns = metadata.get("input_columns") or list(types)
-    return tuple((str(c), DATETIME if types.get(c) == DATETIME else NUMBER) for c in columns)
+    pairs = [(str(c), KINDS.get(types.get(c, NUMBER), NUMBER)) for c in columns]
+    return InputSchema(pairs, metadata.get("allowed"))
 
 
 def _float_array(values: list, field: str) -> np.ndarray:
@@ -91,6 +109,7 @@ def _check_rows(schema: Sequence[tuple[str, str]], rows: Any, field: str) -> Non
         raise InputError(field, f"is empty: send at least one row [{shown}]")
     width = len(schema)
     kinds = [kind for _, kind in schema]
+    allowed = getattr(schema, "allowed", {})
     for i, row in enumerate(rows):
         if not isinstance(row, list):
             raise InputError(f"{field}[{i}]", f"must be a list [{shown}], got {type(row).__name__}")
@@ -104,6 +123,17 @@ def _check_rows(schema: Sequence[tuple[str, str]], rows: Any, field: str) -> Non
                         raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be finite, got {value}")
                 elif value.__class__ is not int:
                     raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be a number, got {value!r}")
+            elif kind == STRING:
+                if not isinstance(value, str):
+                    raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be a string, got {value!r}")
+                if names[j] in allowed and value not in allowed[names[j]]:
+                    shown_values = ", ".join(sorted(allowed[names[j]])[:10])
+                    raise InputError(
+                        f"{field}[{i}][{j}]", f"column {names[j]!r}: {value[:80]!r} is not one of {shown_values}"
+                    )
+            elif kind == BOOLEAN:
+                if not isinstance(value, bool):
+                    raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be true or false, got {value!r}")
             elif not isinstance(value, str):
                 raise InputError(f"{field}[{i}][{j}]", f"column {names[j]!r} must be a date/time string, got {value!r}")
 
@@ -123,6 +153,8 @@ def rows_to_frame(schema: Sequence[tuple[str, str]], rows: Any, field: str = "da
                 i = int(np.argmax(parsed.isna()))
                 raise InputError(f"{field}[{i}][{j}]", f"column {name!r} is not a date/time: {values[i]!r}")
             columns[name] = parsed.astype("datetime64[ns]")
+        elif kind in (STRING, BOOLEAN):
+            columns[name] = np.array(values, dtype=object if kind == STRING else bool)
         else:
             array = _float_array(values, field)
             if not np.isfinite(array).all():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE, load_model_folder
-from ml_service.registry.model_set import is_model_set, read_manifest
+from ml_service.registry.mlflow_model import data_path, signature_types
+from ml_service.registry.model_set import MODEL_FILE, read_manifest, served_name
 from ml_service.scoring.inputs import accepts_arrays, schema_from_metadata
 
 PACKAGE_MANIFEST = "manifest.json"
@@ -63,9 +64,7 @@ class ModelEntry:
 
     def metadata(self) -> dict[str, Any]:
         """``model.json`` of this model, over the set-wide defaults (reads one small file, loads no model)."""
-        path = self.folder / METADATA_FILE
-        own = json.loads(path.read_text()) if path.is_file() else {}
-        return {**self.defaults, **own}
+        return dict(self.defaults)
 
 
 @dataclass(frozen=True)
@@ -76,42 +75,53 @@ class LoadedModel:
     array_input: bool = False  # predictions from NumPy arrays equal those from DataFrames (see accepts_arrays)
 
 
+def load_model_folder(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """One model of a registered version's data folder: its pickle (the entry's metadata is the catalogue's)."""
+    with (Path(folder) / MODEL_FILE).open("rb") as handle:
+        return pickle.load(handle), {}
+
+
 def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | None = None) -> list[ModelEntry]:
-    """Catalogue entries of one registered model version's folder (a single model or a model set)."""
+    """Catalogue entries of one registered version (an MLflow model: a single model or a model set).
+
+    Input types come from the MLflow signature (partition columns, which select the model, are left out);
+    allowed values of category columns from the manifest.
+    """
     folder = Path(folder)
-    if is_model_set(folder):
-        manifest = read_manifest(folder)
-        defaults = {k: manifest[k] for k in ("input_columns", "input_schema", "sample_input") if k in manifest}
-        set_name = manifest.get("model_name") or name
-        if set_name != name:
-            raise CatalogueError(f"{folder}: manifest names model set {set_name!r}, registered as {name!r}")
-        out = []
-        for key, item in manifest["models"].items():
-            extra = {"sample_input": item["sample_input"]} if "sample_input" in item else {}
-            out.append(
-                ModelEntry(
-                    name=f"{name}/{key}",
-                    version=str(item.get("version") or version),
-                    folder=folder / item["path"],
-                    metrics=dict(item.get("metrics") or {}),
-                    model_set=name,
-                    set_version=str(version),
-                    defaults={**defaults, **extra},
-                )
+    data = data_path(folder)
+    manifest = read_manifest(data)
+    if manifest["model_name"] != name:
+        raise CatalogueError(f"{folder}: manifest names model {manifest['model_name']!r}, registered as {name!r}")
+    types = signature_types(folder)
+    partitions = set(manifest["partition_columns"])
+    schema = {c: t for c, t in types.items() if c not in partitions}
+    defaults = {
+        "input_columns": list(schema),
+        "input_schema": schema,
+        "allowed": manifest.get("allowed") or {},
+    }
+    is_set = manifest["kind"] == "model_set"
+    out = []
+    for key, item in manifest["models"].items():
+        extra = {"sample_input": item["sample_input"]} if item.get("sample_input") else {}
+        out.append(
+            ModelEntry(
+                name=served_name(name, key),
+                version=str(item.get("version") or version),
+                folder=data / item["path"],
+                metrics=dict(item.get("metrics") or metrics or {}),
+                model_set=name if is_set else None,
+                set_version=str(version) if is_set else None,
+                defaults={**defaults, **extra, "sha256": item.get("sha256") or {}},
             )
-        return out
-    if not (folder / MODEL_FILE).is_file():
-        raise CatalogueError(f"{folder}: neither a model ({MODEL_FILE}) nor a model set (manifest.json)")
-    if metrics is None:
-        path = folder / METADATA_FILE
-        metrics = (json.loads(path.read_text()).get("metrics") if path.is_file() else None) or {}
-    return [ModelEntry(name=name, version=str(version), folder=folder, metrics=dict(metrics))]
+        )
+    return out
 
 
 def package_root(path: Path) -> Path:
     """The folder holding the package manifest: ``DIR`` itself or ``DIR/package`` (a build context)."""
     path = Path(path)
-    if (path / PACKAGE_MANIFEST).is_file() and not is_model_set(path):
+    if (path / PACKAGE_MANIFEST).is_file() and json.loads((path / PACKAGE_MANIFEST).read_text()).get("kind") != "model_set":
         return path
     if (path / PACKAGE_DIR / PACKAGE_MANIFEST).is_file():
         return path / PACKAGE_DIR
@@ -228,18 +238,5 @@ class ModelStore:
             else:
                 folder = download_model(client, model, target)
                 done.write_text(folder.relative_to(target).as_posix())
-            metrics = None if is_model_set(folder) else _run_metrics(client, model.run_id, folder)
-            entries += entries_for_folder(model.name, model.version, folder, metrics)
+            entries += entries_for_folder(model.name, model.version, folder)
         return cls(entries, settings.scoring_cache_size)
-
-
-def _run_metrics(client: Any, run_id: str, folder: Path) -> dict[str, Any] | None:
-    """A single model's metrics: its model.json's, else the training run's (None: unknown)."""
-    path = folder / METADATA_FILE
-    own = json.loads(path.read_text()).get("metrics") if path.is_file() else None
-    if own:
-        return dict(own)
-    try:
-        return dict(sorted(client.get_run(run_id).data.metrics.items())) if run_id else None
-    except Exception:  # a run deleted or not readable: serve the model without metrics
-        return None

@@ -33,8 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE
-from ml_service.registry.model_set import is_model_set, read_manifest
+from ml_service.registry.mlflow_model import data_path
+from ml_service.registry.model_set import MODEL_FILE, read_manifest
 from ml_service.scoring.model_store import PACKAGE_DIR, PACKAGE_MANIFEST
 from ml_service.util.files import file_sha256
 
@@ -51,6 +51,7 @@ SERVICE_PACKAGES = (
     "pandas",
     "scikit-learn",
     "joblib",
+    "pyyaml",
 )
 MODEL_LIBRARIES = ("lightgbm", "xgboost", "catboost", "flaml", "statsmodels", "prophet", "skops")
 SERVICE_CODE = (
@@ -60,7 +61,8 @@ SERVICE_CODE = (
     "ml_service/util/files.py",
     "ml_service/registry/__init__.py",
     "ml_service/registry/errors.py",
-    "ml_service/registry/model_folder.py",
+    "ml_service/registry/mlflow_model.py",
+    "ml_service/registry/mlops_pyfunc_model.py",
     "ml_service/registry/model_set.py",
     "ml_service/scoring/__init__.py",
     "ml_service/scoring/app.py",
@@ -146,11 +148,10 @@ def model_libraries(model_files: list[Path]) -> list[str]:
 
 
 def use_case_packages(root: Path = REPO_ROOT) -> list[str]:
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir() and (p / "__init__.py").is_file() and p.name not in NOT_USE_CASES and not p.name.startswith(".")
-    )
+    """The top-level packages of every declared use case's code (pickled models import them, e.g. ff.features)."""
+    from ml_service.config import declared_use_cases, load_config
+
+    return sorted({load_config(name, root).code.split(":")[0].split(".")[0] for name in declared_use_cases(root)})
 
 
 def _copy_code(root: Path, target: Path) -> None:
@@ -204,20 +205,13 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
                 "run_id": model.run_id,
                 "path": f"models/{model.name}",
             }
-            if is_model_set(folder):
-                manifest = read_manifest(folder)
-                entry["kind"] = "model_set"
+            manifest = read_manifest(data_path(folder))
+            entry["kind"] = manifest["kind"]
+            if manifest["kind"] == "model_set":
                 entry["partitions"] = len(manifest["models"])
-                model_files += [folder / item["path"] / MODEL_FILE for item in manifest["models"].values()]
             else:
-                entry["kind"] = "model"
-                metadata_path = folder / METADATA_FILE
-                metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-                metrics = metadata.get("metrics")
-                if not metrics and model.run_id:
-                    metrics = dict(client.get_run(model.run_id).data.metrics)
-                entry["metrics"] = dict(sorted((metrics or {}).items()))
-                model_files.append(folder / MODEL_FILE)
+                entry["metrics"] = dict(sorted(next(iter(manifest["models"].values())).get("metrics", {}).items()))
+            model_files += [data_path(folder) / item["path"] / MODEL_FILE for item in manifest["models"].values()]
             entry["files"] = _files(folder)
             entries.append(entry)
         shutil.rmtree(staging / ".download", ignore_errors=True)
