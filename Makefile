@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: help setup lock ui run train train-diabetes train-ff package serve smoke lint test pipelines-check iac-check clean distclean
+.PHONY: help setup lock ui run train package serve smoke lint test pipelines-check iac-check clean distclean
 
 help:
 	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
+	@echo "make train  - train every declared use case (USE_CASE=name[,name] for some)"
 	@echo "make test   - set up, lint and run the test suite"
 	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
 	@echo "make ui     - the MLflow UI on the local registry at 127.0.0.1:\$${MLFLOW_UI_PORT:-5000}"
@@ -32,29 +33,18 @@ lock:
 	@test -x $(UV) || $(MAKE) setup
 	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --universal -o requirements.lock -q
 
-# The whole local flow: train every use case, package the production models, serve them on 127.0.0.1,
+# The whole local flow: train every declared use case, package the production models, serve them on 127.0.0.1,
 # smoke-test the service and stop it.
 run: train package smoke
-	@$(PY) -c 'from ml_service.util.env_variables import load_settings as s; \
-	print("make run: done; many-models report (open in a browser):", \
-	(s().local_path / "runs/ff/current/register/output/report.html").resolve())'
+	@echo "make run: done. Next: 'make serve' to call the models on 127.0.0.1:$${SCORING_PORT:-5001}, 'make ui' for the registry."
 
-train: train-diabetes train-ff
-
-# The sample data set, regenerated from scikit-learn's bundled copy when it is missing (a project bootstrapped
-# with --drop-sample-data ships the script, not the file).
-SAMPLE_DATA := data/diabetes.csv
-$(SAMPLE_DATA): | setup
-	$(PY) data/create_diabetes_csv.py --output $@
-
-train-diabetes: setup $(SAMPLE_DATA)
-	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case diabetes_regression
-
-# ff's steps share one process: with thousands of small models, starting Python and importing scikit-learn and
-# MLflow once instead of four times is a large part of the run (bench/README.md). Without --in-process each
-# step is its own process, the commands Azure ML runs.
-train-ff: setup $(SAMPLE_DATA)
-	$(PY) -m ml_service.pipelines.run_train_pipeline --use-case ff --in-process
+# Every use case declared in pyproject.toml ([tool.mlops.use-cases]), or USE_CASE=name[,name] (a group too).
+# The steps share one process: with thousands of small models, starting Python and importing scikit-learn and
+# MLflow once instead of four times is a large part of the run (bench/README.md). Without --in-process each step
+# is its own process, the commands Azure ML runs.
+USE_CASE ?=
+train: setup
+	$(PY) -m ml_service.pipelines.run_train_pipeline $(if $(USE_CASE),--use-case $(USE_CASE),--all) --in-process
 
 package: setup
 	$(PY) -m ml_service.scoring.package --output local/package
@@ -69,7 +59,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup lint $(SAMPLE_DATA)
+# The platform's tests (tests/) and each use case's own (<use case>/tests/): they go with their folder.
+test: setup lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The MLflow UI on the local registry. The project installs mlflow-skinny (no web UI), so uv runs the full mlflow

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-
 COLUMNS = ("timeStamp", "demand", "precip", "temp")
 PARTITION_COLUMN = "region"
 DEFAULT_START = "2016-08-01"
@@ -145,4 +144,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

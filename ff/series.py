@@ -40,7 +40,11 @@ def regularise(frame: pd.DataFrame, time_column: str, label: str, frequency: str
     times = frame[time_column]
     step = pd.tseries.frequencies.to_offset(frequency)
     on_grid = (times.dt.floor(frequency) == times).all() if _fixed(step) else True
-    regular = times.is_unique and on_grid and (times.iloc[1:].reset_index(drop=True) == (times.iloc[:-1] + step).reset_index(drop=True)).all()
+    regular = (
+        times.is_unique
+        and on_grid
+        and (times.iloc[1:].reset_index(drop=True) == (times.iloc[:-1] + step).reset_index(drop=True)).all()
+    )
     indexed = frame.set_index(time_column)[numeric]
     if not regular:
         indexed = indexed.resample(frequency).mean()

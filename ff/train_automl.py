@@ -10,12 +10,9 @@ the raw input columns.
 
 from __future__ import annotations
 
-import json
-import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +22,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ff.spec import Spec as UseCase
 from ff.features import CalendarWeatherFeatures, NumericColumns, model_input_schema
+from ff.spec import Spec as UseCase
 
 REGRESSION_TEST_SIZE = 0.2
 

@@ -7,6 +7,7 @@ Pure data science: pandas, scikit-learn, FLAML; nothing of the platform, MLflow 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,36 @@ class AutoMLUseCase:
             holdout = frame.iloc[first + result.n_train : end]
             out.append((result.model, holdout, result.holdout_columns["predicted"]))
         return out
+
+    def automl_job(self) -> dict[str, Any]:
+        """The same search as an Azure ML AutoML job (cloud mode), in the platform's plain description."""
+        automl = self.spec.automl
+        algorithms = list(dict.fromkeys(AUTOML_ALGORITHMS[e] for e in automl.estimators))
+        return {
+            "task": self.spec.task,
+            "primary_metric": AUTOML_PRIMARY_METRIC[automl.metric],
+            "allowed_algorithms": algorithms,
+            # Azure AutoML needs minutes, not seconds: below 15 a forecasting search rarely finishes one model
+            "timeout_minutes": max(15, math.ceil(automl.time_budget_s / 60)),
+        }
+
+
+# FLAML metric -> AutoML primary metric. MAPE has no AutoML counterpart as a primary metric; the normalized mean
+# absolute error is the closest scale-free one (AutoML still reports MAPE among the run's metrics).
+AUTOML_PRIMARY_METRIC = {
+    "rmse": "NormalizedRootMeanSquaredError",
+    "mae": "NormalizedMeanAbsoluteError",
+    "mape": "NormalizedMeanAbsoluteError",
+    "r2": "R2Score",
+}
+# FLAML estimator -> AutoML algorithm (same family; AutoML has no separate histogram GBM or depth-limited XGB).
+AUTOML_ALGORITHMS = {
+    "lgbm": "LightGBM",
+    "rf": "RandomForest",
+    "extra_tree": "ExtremeRandomTrees",
+    "xgboost": "XGBoostRegressor",
+    "xgb_limitdepth": "XGBoostRegressor",
+    "histgb": "GradientBoosting",
+    "kneighbor": "KNN",
+    "enet": "ElasticNet",
+}

@@ -5,6 +5,11 @@ Which use cases exist is declared in `pyproject.toml`, one line each::
     [tool.mlops.use-cases]
     diabetes_regression = "diabetes_regression/parameters.json"
 
+and, optionally, named groups of them trained together (`--use-case ff`)::
+
+    [tool.mlops.groups]
+    ff = ["nyc_energy_model", "diabetes_model", "nyc_energy_regions_model"]
+
 A use case's file (JSON) says what the platform needs to know — where the data is, its columns with types and
 checks, the label, optional partition and time columns, the promotion metric, the fan-out settings — and where
 its code is (``"code": "package.module:Class"``). Its ``"model"`` section belongs to the use case alone: the
@@ -16,7 +21,6 @@ Validation is pydantic's; every error is turned into one line naming the file, t
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DECLARATION_FILE = "pyproject.toml"
 DECLARATION_TABLE = ("tool", "mlops", "use-cases")
+GROUPS_TABLE = ("tool", "mlops", "groups")
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 ColumnType = Literal["number", "integer", "string", "category", "datetime", "boolean"]
@@ -195,18 +200,42 @@ def project_root(start: Path | None = None) -> Path:
     raise ConfigError(f"no {DECLARATION_FILE} in {here} or its parents: run from the project folder")
 
 
-def declared_use_cases(root: Path) -> dict[str, Path]:
-    """{use case name: its configuration file}, in declaration order."""
+def _table(root: Path, keys: tuple[str, ...]) -> Any:
     path = root / DECLARATION_FILE
     try:
         table: Any = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for key in DECLARATION_TABLE:
+    for key in keys:
         table = table.get(key, {}) if isinstance(table, dict) else {}
+    return table
+
+
+def declared_groups(root: Path) -> dict[str, list[str]]:
+    """{group name: its use cases}; every member must be a declared use case."""
+    table = _table(root, GROUPS_TABLE)
+    where = f"{root / DECLARATION_FILE}: [{'.'.join(GROUPS_TABLE)}]"
+    declared = declared_use_cases(root)
+    groups = {}
+    for name, members in table.items() if isinstance(table, dict) else []:
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigError(f"{where}: {name} must be a list of use-case names")
+        unknown = [m for m in members if m not in declared]
+        if unknown:
+            raise ConfigError(f"{where}: {name} names undeclared use case(s) {', '.join(unknown)}")
+        if name in declared:
+            raise ConfigError(f"{where}: {name} is both a group and a use case")
+        groups[name] = list(members)
+    return groups
+
+
+def declared_use_cases(root: Path) -> dict[str, Path]:
+    """{use case name: its configuration file}, in declaration order."""
+    path = root / DECLARATION_FILE
+    table = _table(root, DECLARATION_TABLE)
     where = f"{path}: [{'.'.join(DECLARATION_TABLE)}]"
     if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table of name = \"path/to/config.json\"")
+        raise ConfigError(f'{where} must be a table of name = "path/to/config.json"')
     declared = {}
     for name, file in table.items():
         if not isinstance(file, str) or not file:
@@ -266,20 +295,23 @@ def load_config(name: str, root: Path) -> UseCaseConfig:
 
 
 def select_use_cases(names: str | None, root: Path, everything: bool = False) -> list[str]:
-    """Parse `--use-case a,b` (or `--all`) against the declaration; none given lists the declared ones."""
+    """Parse `--use-case a,b` (use cases or groups) or `--all` against the declaration; none given, or an
+    unknown name, lists the declared ones."""
     declared = list(declared_use_cases(root))
+    groups = declared_groups(root)
+    known = ", ".join(declared) + (f"; groups: {', '.join(groups)}" if groups else "")
     if everything:
         if not declared:
             raise ConfigError(f"no use case declared in {DECLARATION_FILE} [{'.'.join(DECLARATION_TABLE)}]")
         return declared
     if not names:
-        raise ConfigError(f"no use case given: pass --use-case NAME[,NAME] or --all; declared: {', '.join(declared)}")
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in declared]
-    if unknown:
-        raise ConfigError(f"unknown use case(s) {', '.join(unknown)}; declared use cases: {', '.join(declared)}")
+        raise ConfigError(f"no use case given: pass --use-case NAME[,NAME] or --all; declared: {known}")
+    wanted: list[str] = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name in groups:
+            wanted += groups[name]
+        elif name in declared:
+            wanted.append(name)
+        else:
+            raise ConfigError(f"unknown use case {name!r}; declared use cases: {known}")
     return list(dict.fromkeys(wanted))
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

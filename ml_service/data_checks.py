@@ -105,7 +105,9 @@ def check_frame(frame: pd.DataFrame, config: UseCaseConfig) -> list[str]:
                 out |= parsed > spec.max
             if out.any():
                 shown = f"[{'-inf' if spec.min is None else spec.min}, {'inf' if spec.max is None else spec.max}]"
-                problems.append(f"column {column!r}: {int(out.sum())} values outside {shown} (e.g. {_examples(raw[out])})")
+                problems.append(
+                    f"column {column!r}: {int(out.sum())} values outside {shown} (e.g. {_examples(raw[out])})"
+                )
         if spec.allowed is not None:
             unknown = present & ~parsed.isin(spec.allowed)
             if unknown.any():
@@ -161,8 +163,10 @@ def check_frequency(part: pd.DataFrame, config: UseCaseConfig, where: str) -> st
     if declared:
         expected = pd.tseries.frequencies.to_offset(declared)
         steps = stamps.diff().dropna()
-        off = steps != pd.Timedelta(expected) if _fixed(expected) else ~stamps.iloc[1:].reset_index(drop=True).eq(
-            (stamps.iloc[:-1] + expected).reset_index(drop=True)
+        off = (
+            steps != pd.Timedelta(expected)
+            if _fixed(expected)
+            else ~stamps.iloc[1:].reset_index(drop=True).eq((stamps.iloc[:-1] + expected).reset_index(drop=True))
         )
         if bool(np.asarray(off).any()):
             n = int(np.asarray(off).sum())

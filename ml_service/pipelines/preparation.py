@@ -81,7 +81,9 @@ def prepare_frame(frame: pd.DataFrame, use_case: LoadedUseCase, source: str) -> 
             if time_column:
                 check_frequency(part, config, where)
             if len(part) < config.checks.min_rows:
-                raise DataValidationError(where, [f"only {len(part)} usable rows, need at least {config.checks.min_rows}"])
+                raise DataValidationError(
+                    where, [f"only {len(part)} usable rows, need at least {config.checks.min_rows}"]
+                )
         except DataValidationError as exc:
             problems.append(str(exc))
             continue

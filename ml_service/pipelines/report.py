@@ -7,7 +7,6 @@ disk or attached to a CI run.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections import Counter
@@ -110,7 +109,8 @@ def _series_chart(record: dict[str, list], title: str, width: int = 540, height:
         f"{html.escape(title)}</text>"
         f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
-        f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{points(actual)}"><title>actual</title></polyline>'
+        f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{points(actual)}">'
+        "<title>actual</title></polyline>"
         f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{points(predicted)}">'
         "<title>predicted</title></polyline>"
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {text}>{_label(high)}</text>'
@@ -125,7 +125,9 @@ def _series_chart(record: dict[str, list], title: str, width: int = 540, height:
 
 def worst(results: list[dict], metric: str, direction: str, n: int) -> list[dict]:
     """The `n` trained models that are worst by the promotion metric."""
-    scored = [r for r in results if r["status"] != "failed" and math.isfinite(r.get("metrics", {}).get(metric, math.nan))]
+    scored = [
+        r for r in results if r["status"] != "failed" and math.isfinite(r.get("metrics", {}).get(metric, math.nan))
+    ]
     return sorted(scored, key=lambda r: r["metrics"][metric], reverse=direction == "minimize")[:n]
 
 
@@ -177,7 +179,9 @@ def use_case_section(name: str, results: list[dict], decision: dict, registered:
     chosen = worst(results, metric, decision["direction"], PLOTS_SHOWN)
     if chosen:
         label = "worst" if len(results) > 1 else "hold-out"
-        parts.append(f"<h3>Hold-out of the {label} {len(chosen)} by {html.escape(metric)}</h3>" if len(results) > 1 else "")
+        parts.append(
+            f"<h3>Hold-out of the {label} {len(chosen)} by {html.escape(metric)}</h3>" if len(results) > 1 else ""
+        )
         for r in chosen:
             try:
                 record = read_result(trained_dir, r["model_id"]).get("holdout")

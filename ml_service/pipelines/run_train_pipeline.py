@@ -18,8 +18,8 @@ from pathlib import Path
 from ml_service.config import ConfigError, project_root, select_use_cases
 from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec, training_pipeline
 from ml_service.pipelines.steps.register import REPORT_FILE
-from ml_service.util.files import write_atomic
 from ml_service.util.env_variables import SettingsError, load_settings
+from ml_service.util.files import write_atomic
 
 
 class StepFailed(RuntimeError):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ml_service.config import UseCaseConfig
-from ml_service.data_checks import TIME_FORMAT, TEXT_TYPES
+from ml_service.data_checks import TEXT_TYPES, TIME_FORMAT
 from ml_service.use_case import LoadedUseCase, check_metrics, fit_many, fit_one, load_use_case, predictions
 from ml_service.util.files import read_json, write_json
 

@@ -121,7 +121,9 @@ def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | No
 def package_root(path: Path) -> Path:
     """The folder holding the package manifest: ``DIR`` itself or ``DIR/package`` (a build context)."""
     path = Path(path)
-    if (path / PACKAGE_MANIFEST).is_file() and json.loads((path / PACKAGE_MANIFEST).read_text()).get("kind") != "model_set":
+    if (path / PACKAGE_MANIFEST).is_file() and json.loads((path / PACKAGE_MANIFEST).read_text()).get(
+        "kind"
+    ) != "model_set":
         return path
     if (path / PACKAGE_DIR / PACKAGE_MANIFEST).is_file():
         return path / PACKAGE_DIR

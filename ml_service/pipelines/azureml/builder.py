@@ -15,51 +15,19 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ml_service.config import Parallel
 from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec, StepSpec
 
 PARALLEL_ENTRY_SCRIPT = "ml_service/pipelines/azureml/parallel_entry.py"
 _PLACEHOLDER = re.compile(r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$")
 
 
-@dataclass(frozen=True)
-class ParallelSettings:
-    """Knobs of an Azure ML parallel job; every one can be set in a use case's config `parallel` section."""
-
-    mini_batch_size: int = 10  # files (models) per run() call
-    instance_count: int = 2  # nodes
-    max_concurrency_per_instance: int = 2  # run() processes per node
-    error_threshold: int = 5  # failed models tolerated over the job (-1: any number)
-    mini_batch_error_threshold: int = -1  # failed mini-batches tolerated (-1: any)
-    retries: int = 2  # retries of a failed or timed-out mini-batch
-    timeout_s: int = 600  # seconds a run() call (one mini-batch) may take
-    logging_level: str = "INFO"
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str = "parallel") -> ParallelSettings:
-        """Known keys are read and type-checked; other keys (local-only settings) are left to their owners."""
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in values:
-                continue
-            value = values[f.name]
-            wanted = str if f.name == "logging_level" else int
-            if isinstance(value, bool) or not isinstance(value, wanted):
-                raise ValueError(f"{where}: {f.name!r} must be {'a string' if wanted is str else 'an integer'}")
-            kwargs[f.name] = value
-        settings = cls(**kwargs)
-        for name in ("mini_batch_size", "instance_count", "max_concurrency_per_instance", "timeout_s"):
-            if getattr(settings, name) < 1:
-                raise ValueError(f"{where}: {name!r} must be at least 1")
-        for name in ("error_threshold", "mini_batch_error_threshold"):
-            if getattr(settings, name) < -1:
-                raise ValueError(f"{where}: {name!r} must be -1 (no limit) or at least 0")
-        if settings.retries < 0:
-            raise ValueError(f"{where}: 'retries' must be at least 0")
-        return settings
+# The knobs of an Azure ML parallel job are a use case's `parallel` section (`ml_service.config.Parallel`): one
+# schema for the local fan-out and the cloud job.
+ParallelSettings = Parallel
 
 
 def command_line(arguments: Iterable[str]) -> str:

@@ -1,9 +1,10 @@
 """Entry script of the Azure ML parallel job that trains many models: `init()` once per process, then
 `run(mini_batch)` per mini-batch of files of the prepared folder.
 
-It receives the same arguments as the local many-models step (`--prepared`, `--output`, `--config`, from
-`StepSpec.arguments`) and trains the mini-batch's models with the local runner's own function,
-`ml_service.pipelines.many_models.train_batch`, so a model trained here is the model trained locally.
+It receives the same arguments as the local train step (`--prepared`, `--output`, from `StepSpec.arguments`)
+and trains the mini-batch's models with the local step's own function, `ml_service.pipelines.training.train_batch`
+(the use cases come from the plan and the project's declaration), so a model trained here is the model trained
+locally.
 
 Files of the mini-batch that are not a planned model (the plan itself, anything else in the folder) are
 acknowledged and skipped. A model whose training fails is logged and *left out* of run()'s result: Azure ML
@@ -30,7 +31,6 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Azure ML parallel job entry: train many models")
     parser.add_argument("--prepared", type=Path, required=True, help="input: the prepared folder (with the plan)")
     parser.add_argument("--output", type=Path, required=True, help="output folder: trained models")
-    parser.add_argument("--config", type=Path, default=Path("ff") / "pipeline_config.json")
     # Azure ML adds its own arguments (mini-batch size, logging, ...): ignore what is not ours.
     args, _unknown = parser.parse_known_args(argv)
     return args
@@ -38,16 +38,15 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 def init(argv: list[str] | None = None) -> None:
     """Read the plan once per worker process: prepared file (relative path) -> its training task."""
-    from ml_service.pipelines.many_models import read_plan
+    from ml_service.pipelines.training import read_plan
 
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    config = args.config if args.config.is_absolute() else _REPO / args.config
     prepared = args.prepared.resolve()
     _state.clear()
     _state.update(
         prepared=prepared,
         output=args.output.resolve(),
-        config=config,
+        root=_REPO,
         tasks={task.data_file: task for task in read_plan(prepared)},
     )
     print(f"parallel_entry: {len(_state['tasks'])} planned model(s) in {prepared}", flush=True)
@@ -55,7 +54,7 @@ def init(argv: list[str] | None = None) -> None:
 
 def run(mini_batch: list[str]) -> list[str]:
     """Train the models of the mini-batch; one JSON line per processed file (failures are left out)."""
-    from ml_service.pipelines.many_models import train_batch
+    from ml_service.pipelines.training import train_batch
 
     done: list[str] = []
     tasks = []
@@ -71,7 +70,7 @@ def run(mini_batch: list[str]) -> list[str]:
         else:
             tasks.append(task)
     # the local step's batch function: partitions on the ridge fast path train together, each failure is its own
-    for result in train_batch(tasks, _state["prepared"], _state["output"], _state["config"]):
+    for result in train_batch(tasks, _state["prepared"], _state["output"], _state["root"]):
         if result.status == "failed":
             print(f"parallel_entry: FAILED {result.model_id}: {result.error}", file=sys.stderr)
             continue

@@ -1,4 +1,4 @@
-"""Build (and submit) the Azure ML SDK v2 job(s) of a use case: the training pipeline, or ff's AutoML jobs.
+"""Build (and submit) the Azure ML SDK v2 job(s) of use cases: the training pipeline, or their AutoML jobs.
 
 --dry-run writes the job YAML (plus the code snapshot and inputs it refers to) and needs no credentials.
 Without it, AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME (environment or .env) name the workspace;
@@ -9,7 +9,6 @@ job failed or no model was registered.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ml_service.config import ConfigError, project_root, select_use_cases
 from ml_service.pipelines.azureml.builder import (
     ParallelSettings,
     build_pipeline_job,
@@ -24,8 +24,8 @@ from ml_service.pipelines.azureml.builder import (
     validation_errors,
 )
 from ml_service.pipelines.azureml.environment import build_environment, stage_code
-from ml_service.pipelines.catalog import MANY_MODELS_CONFIGS, is_many_models
-from ml_service.pipelines.definition import PIPELINE_INPUT
+from ml_service.pipelines.definition import PIPELINE_INPUT, training_pipeline
+from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, SettingsError, load_settings
 
 WORKSPACE_VARIABLES = "AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME"
@@ -42,27 +42,19 @@ class RenderedJob:
     registers: tuple[str, ...]  # model names the job may register (empty: no register step)
 
 
-def parallel_settings(project_root: Path, use_case: str) -> ParallelSettings:
-    """Many-models use cases: the `parallel` section of their pipeline config; otherwise the defaults."""
-    if not is_many_models(use_case):
-        return ParallelSettings()
-    from ff.config import ConfigError, load_pipeline_config
-
+def use_cases_of(name: str, root: Path) -> list[LoadedUseCase]:
+    """The declared use cases `name` stands for (a use case, a group, or a comma-separated list)."""
     try:
-        section = load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]).parallel  # always present
+        return [load_use_case(n, root) for n in select_use_cases(name, root)]
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    return ParallelSettings.from_mapping(dataclasses.asdict(section), f"{MANY_MODELS_CONFIGS[use_case]}: parallel")
 
 
-def model_names(use_case: str, project_root: Path) -> tuple[str, ...]:
-    if is_many_models(use_case):
-        from ff.config import load_pipeline_config
-
-        return load_pipeline_config(project_root / MANY_MODELS_CONFIGS[use_case]).names
-    from ml_service.pipelines.steps.common import load_use_case
-
-    return (load_use_case(use_case).load_parameters().model_name,)
+def parallel_settings(use_cases: list[LoadedUseCase]) -> ParallelSettings:
+    """The parallel step's knobs: the `parallel` section of the (first) partitioned use case, where the fan-out
+    matters; otherwise the first use case's."""
+    partitioned = [u for u in use_cases if u.config.is_partitioned]
+    return (partitioned or use_cases)[0].config.parallel
 
 
 def copy_input(source: Path, folder: Path) -> Path:
@@ -80,14 +72,10 @@ def copy_input(source: Path, folder: Path) -> Path:
 def render_pipeline(
     use_case: str, settings: Settings, workdir: Path, steps: list[str] | None, environment: Any
 ) -> RenderedJob:
-    from ml_service.pipelines.catalog import training_pipeline
-
-    try:
-        spec = training_pipeline(use_case)
-    except ValueError as exc:
-        raise UsageError(f"use case {use_case}: no pipeline definition ({exc})") from None
+    root = project_root(settings.project_root)
+    use_cases = use_cases_of(use_case, root)
+    spec = training_pipeline([u.name for u in use_cases], use_case)
     chosen = select_steps(spec, steps)
-    root = settings.project_root.resolve()
     inputs = {}
     for step in chosen:
         for binding in step.inputs.values():
@@ -100,29 +88,28 @@ def render_pipeline(
         environment=environment,
         inputs=inputs,
         compute=settings.aml_compute_cluster_name,
-        experiment_name=use_case,
-        parallel=parallel_settings(root, use_case),
+        experiment_name=use_case.replace(",", "-"),
+        parallel=parallel_settings(use_cases),
         steps=steps,
         tags=_tags(settings, use_case),
     )
     registers = any(s.module.rsplit(".", 1)[-1].endswith("register") for s in chosen)
-    return RenderedJob("pipeline", job, model_names(use_case, root) if registers else ())
+    return RenderedJob("pipeline", job, tuple(u.model_name for u in use_cases) if registers else ())
 
 
 def render_automl(use_case: str, settings: Settings, workdir: Path) -> list[RenderedJob]:
-    if not is_many_models(use_case):
-        raise UsageError(f"--automl is for many-models use cases ({', '.join(MANY_MODELS_CONFIGS)}), not {use_case}")
-    from ff.config import load_pipeline_config
-    from ml_service.pipelines.azureml.ff_automl import build_automl_job, write_training_data
+    from ml_service.pipelines.azureml.automl import build_automl_job, write_training_data
 
-    root = settings.project_root.resolve()
-    config = load_pipeline_config(root / MANY_MODELS_CONFIGS[use_case])
+    root = project_root(settings.project_root)
     jobs = []
-    for case in config.use_cases:
-        folder = write_training_data(case, workdir / "automl" / case.model_name, workdir / "datastore")
-        job = build_automl_job(
-            case, folder, settings.aml_compute_cluster_name, f"{use_case}-automl", _tags(settings, use_case)
-        )
+    for case in use_cases_of(use_case, root):
+        try:
+            folder = write_training_data(case, workdir / "automl" / case.model_name, workdir / "datastore")
+            job = build_automl_job(
+                case, folder, settings.aml_compute_cluster_name, f"{use_case}-automl", _tags(settings, use_case)
+            )
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
         jobs.append(RenderedJob(f"automl-{case.model_name}", job, ()))
     return jobs
 
@@ -138,7 +125,7 @@ def _tags(settings: Settings, use_case: str) -> dict[str, str]:
 
 def check(rendered: RenderedJob) -> None:
     if rendered.name.startswith("automl-"):
-        from ml_service.pipelines.azureml.ff_automl import automl_validation_errors
+        from ml_service.pipelines.azureml.automl import automl_validation_errors
 
         errors = automl_validation_errors(rendered.job)
     else:
@@ -216,9 +203,9 @@ def submit(rendered: list[RenderedJob], settings: Settings, wait: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--use-case", required=True, help="a use case package or a many-models group")
+    parser.add_argument("--use-case", required=True, help="declared use case(s) or group, comma-separated")
     parser.add_argument("--steps", help="comma-separated steps to run (default: all), e.g. prepare")
-    parser.add_argument("--automl", action="store_true", help="many-models groups: AutoML jobs instead of the pipeline")
+    parser.add_argument("--automl", action="store_true", help="Azure ML AutoML jobs instead of the pipeline")
     parser.add_argument("--wait", action="store_true", help="stream the job; fail if it fails or registers nothing")
     parser.add_argument("--dry-run", action="store_true", help="write the job YAML to --output; no credentials")
     parser.add_argument("--output", type=Path, help="dry-run folder (default: <LOCAL_DIR>/azureml/<use case>)")

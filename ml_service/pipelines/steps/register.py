@@ -179,7 +179,9 @@ def register_use_case(
     build = args.output / "build" / name
     manifest = build_data_folder(use_case, models, origin, build / "data", args.trained, production_data)
     requirements = tuple(getattr(use_case.implementation, "requirements", ()) or ())
-    save_mlflow_model(build / MODEL_ARTIFACT, build / "data", code_paths=code_folders(use_case), requirements=requirements)
+    save_mlflow_model(
+        build / MODEL_ARTIFACT, build / "data", code_paths=code_folders(use_case), requirements=requirements
+    )
     client.log_artifacts(run_id, str(build / MODEL_ARTIFACT), MODEL_ARTIFACT)
     tags = version_tags(manifest, len(promoted), settings, run_id)
     version = str(register_version(client, model_name, run_id, MODEL_ARTIFACT, tags, settings.production_alias).version)

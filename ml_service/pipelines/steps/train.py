@@ -13,7 +13,6 @@ import io
 import sys
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -87,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         tasks = read_plan(args.prepared)
         names = list(dict.fromkeys(t.use_case for t in tasks))
         use_cases = {name: load_use_case(name, project) for name in names}
-        where = f"Dask at {settings.dask_scheduler_address}" if settings.dask_scheduler_address else (
-            f"{settings.workers} process(es)"
+        where = (
+            f"Dask at {settings.dask_scheduler_address}"
+            if settings.dask_scheduler_address
+            else (f"{settings.workers} process(es)")
         )
         print(f"train: {len(tasks)} model(s) of {', '.join(names)} on {where}", flush=True)
         remove_stale_staging(args.output)
