@@ -1,7 +1,9 @@
-"""Benchmark of the many-models path: the ff steps against a bare loop, or end to end at 10,000 models.
+"""Benchmark of the many-models path: the platform's steps on the ff regions use case against a bare loop, or end
+to end at 10,000 models.
 
-Default mode (2,000 partitions): prepare once (not timed), then time
-  full  - the ff train, evaluate and register steps on a fresh LOCAL_DIR and an empty registry: process pool,
+Default mode (2,000 partitions, `prepare --use-case nyc_energy_regions_model --data-option partitions=N`): prepare
+once (not timed), then time
+  full  - the train, evaluate and register steps on a fresh LOCAL_DIR and an empty registry: process pool,
           per-model folders and results, MLflow run logging, per-model evaluation, one model-set registration and
           the HTML report. Twice: the steps in one Python process, as `make run` runs them
           (`run_train_pipeline --in-process`), and each step as its own process (the runner's default);
@@ -35,8 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # at module level on purpose: this benchmark is the ff sample's, and a project bootstrapped without ff drops it
-from ff.config import load_pipeline_config  # noqa: E402
-from ff.prepare import read_prepared  # noqa: E402
 from ff.train_automl import (  # noqa: E402
     fast_pipeline,
     fit_ridge_pipeline,
@@ -44,38 +44,10 @@ from ff.train_automl import (  # noqa: E402
     regression_metrics,
     split_holdout,
 )
-from ml_service.pipelines.many_models import read_plan  # noqa: E402
+from ml_service.pipelines.training import read_plan, read_prepared  # noqa: E402
+from ml_service.use_case import load_use_case  # noqa: E402
 
-NAME = "bench_regions_model"
-
-
-def bench_config(folder: Path, models: int, days: int) -> Path:
-    config = {
-        "parallel": {"error_threshold": 0},
-        "use_cases": [
-            {
-                "model_name": NAME,
-                "task": "forecasting",
-                "data": {"generator": "energy", "partitions": models, "days": days, "seed": 7, "start": "2017-06-01"},
-                "columns": ["timeStamp", "region", "demand", "precip", "temp"],
-                "label": "demand",
-                "time_column": "timeStamp",
-                "horizon": 48,
-                "partition_columns": ["region"],
-                "automl": {
-                    "time_budget_s": 1,
-                    "metric": "mape",
-                    "estimators": ["lgbm"],
-                    "fast_path": {"enabled": True, "estimator": "ridge", "min_partitions": 0},
-                },
-                "evaluation": {"metric": "mape", "direction": "minimize"},
-                "checks": {"min_rows": 168},
-            }
-        ],
-    }
-    path = folder / "config.json"
-    path.write_text(json.dumps(config, indent=1))
-    return path
+NAME = "nyc_energy_regions_model"  # the declared use case (ff/nyc_energy_regions_model.json), partitions overridden
 
 
 class TreeMemory:
@@ -156,13 +128,14 @@ def bare_loop(
 ) -> tuple[float, float, int]:
     """Seconds for the whole loop, seconds spent fitting, models fitted. `closed_form`: fit and predict with the
     project's NumPy ridge (fit_ridge_pipeline) instead of scikit-learn's fit and predict (same models)."""
-    use_case = load_pipeline_config(config_path).get(NAME)
+    loaded = load_use_case(NAME, ROOT)
+    use_case, config = loaded.implementation.spec, loaded.config
     tasks = read_plan(prepared)[start:stop]
     columns = list(use_case.input_columns)
     fitting = 0.0
     started = time.perf_counter()
     for task in tasks:
-        frame = read_prepared(prepared / task.data_file, use_case)
+        frame = read_prepared(prepared / task.data_file, config)
         train, holdout = split_holdout(frame, use_case)
         t0 = time.perf_counter()
         X, y = train[columns], train[use_case.label].to_numpy(dtype=float)
@@ -231,8 +204,8 @@ def main() -> int:
         "DASK_SCHEDULER_ADDRESS": "",
     }
     os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
-    config = bench_config(work, args.models, args.days)
-    c = ["--config", str(config)]
+    config = Path(NAME)  # the bare loop's use case (load_use_case)
+    data = ["--use-case", NAME, "--data-option", f"partitions={args.models}", "--data-option", f"days={args.days}"]
     prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))
     print(
         f"bench: {args.models} partitions x {args.days * 24} hours, fast ridge pipeline, {os.cpu_count()} cores, "
@@ -245,18 +218,17 @@ def main() -> int:
         seed_registry(local)
         with TreeMemory() as memory:
             started = time.perf_counter()
-            prep = step("ff_prepare", env, *c, "--output", str(prepared))
+            prep = step("prepare", env, *data, "--output", str(prepared))
             if not end_to_end:  # the bare loop's first half now, its second half after the full runs: a shared
                 # host's speed drifts within minutes, and this spreads the drift over both sides
                 half = args.models // 2
                 bare_first = bare_loop(config, prepared, 0, half)
             full_started = time.perf_counter()
-            train = step("ff_train", env, *c, "--prepared", str(prepared), "--output", str(trained))
-            evaluate = step("ff_evaluate", env, *c, "--trained", str(trained), "--output", str(decisions))
+            train = step("train", env, "--prepared", str(prepared), "--output", str(trained))
+            evaluate = step("evaluate", env, "--trained", str(trained), "--output", str(decisions))
             register = step(
-                "ff_register",
+                "register",
                 env,
-                *c,
                 *("--trained", str(trained), "--decisions", str(decisions), "--output", str(registered)),
             )
             full = time.perf_counter() - full_started
@@ -285,9 +257,9 @@ def main() -> int:
         one, shares = steps_in_one_process(
             one_env,
             [
-                ["ff_train", *c, "--prepared", str(prepared), "--output", str(t1)],
-                ["ff_evaluate", *c, "--trained", str(t1), "--output", str(d1)],
-                ["ff_register", *c, "--trained", str(t1), "--decisions", str(d1), "--output", str(r1)],
+                ["train", "--prepared", str(prepared), "--output", str(t1)],
+                ["evaluate", "--trained", str(t1), "--output", str(d1)],
+                ["register", "--trained", str(t1), "--decisions", str(d1), "--output", str(r1)],
             ],
         )
         trained_once = json.loads((t1 / "train_summary.json").read_text())["results"]
