@@ -28,10 +28,16 @@ $(STAMP): requirements.lock
 
 setup: $(STAMP)
 
-# Re-resolve the lock after editing pyproject.toml.
+# Re-resolve the lock after editing pyproject.toml. The second lock is the environment of Azure ML parallel
+# steps (runtime dependencies plus what the parallel driver imports), for the job's platform; it starts from
+# requirements.lock's pins, so it differs from it only where the driver's packages need older versions.
+PARALLEL_LOCK := environment_setup/parallel-requirements.lock
+PARALLEL_COMPILE := pip compile pyproject.toml environment_setup/parallel-driver.in -p 3.11 --python-platform x86_64-manylinux_2_28
 lock:
 	@test -x $(UV) || $(MAKE) setup
 	$(UV) pip compile pyproject.toml --extra dev -p 3.11 --universal -o requirements.lock -q
+	cp requirements.lock $(PARALLEL_LOCK)
+	$(UV) $(PARALLEL_COMPILE) -o $(PARALLEL_LOCK) -q
 
 # The whole local flow: train every declared use case, package the production models, serve them on 127.0.0.1,
 # smoke-test the service and stop it.

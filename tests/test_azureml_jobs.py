@@ -155,11 +155,116 @@ def test_parallel_step_becomes_a_parallel_job(env, code):
     assert fit["max_concurrency_per_instance"] == 4 and fit["error_threshold"] == 2
     assert fit["retry_settings"] == {"max_retries": 1, "timeout": 90}
     assert fit["task"]["entry_script"] == builder.PARALLEL_ENTRY_SCRIPT
-    args = (
-        "--error-threshold 3 --config ${{inputs.config}} --prepared ${{inputs.prepared}} --output ${{outputs.output}}"
-    )
-    assert fit["task"]["program_arguments"] == args
+    # The output option is renamed: the parallel driver parses its own --output from the same command line.
+    args = "--error-threshold 3 --config ${{inputs.config}} --prepared ${{inputs.prepared}} "
+    assert fit["task"]["program_arguments"] == args + "--mlops-output ${{outputs.output}}"
     assert (code / builder.PARALLEL_ENTRY_SCRIPT).is_file()
+
+
+def test_no_step_is_reused_from_an_earlier_run_unless_named_cacheable(env, code):
+    """Azure ML reuses a deterministic step whose code and inputs are unchanged: a rerun of the same commit would
+    then reuse evaluate's old decision and register's old answer, and register nothing."""
+    for spec in (training_pipeline("diabetes_regression"), training_pipeline("ff")):
+        job = pipeline_job(spec, env, code)
+        assert {n: node.component.is_deterministic for n, node in job.jobs.items()} == {
+            s.name: False for s in spec.steps
+        }
+    spec = training_pipeline("diabetes_regression")
+    job = pipeline_job(spec, env, code, cacheable=["prepare"])
+    assert [n for n, node in job.jobs.items() if node.component.is_deterministic] == ["prepare"]
+
+
+def test_the_built_job_carries_the_build_lineage_to_every_step(env, code):
+    lineage = {"BUILD_ID": "417", "BUILD_URI": "https://dev.azure.com/o/p/_build/results?buildId=417"}
+    for spec in (training_pipeline("diabetes_regression"), parallel_spec()):
+        job = pipeline_job(spec, env, code, environment_variables={**lineage, "GIT_COMMIT": "abc123"})
+        assert builder.validation_errors(job) == {}
+        for name, node in job._to_dict()["jobs"].items():
+            assert lineage.items() <= node["environment_variables"].items(), name
+            assert node["environment_variables"]["GIT_COMMIT"] == "abc123", name
+
+
+def test_run_pipeline_passes_ci_lineage_and_the_parallel_environment(tmp_path, monkeypatch):
+    """What `run_pipeline` builds from the CI's variables: BUILD_ID, BUILD_URI and the commit on every step (the
+    code snapshot has no .git), and the parallel step in its own environment with the driver's packages."""
+    from ml_service.pipelines.azureml.run_pipeline import main
+
+    monkeypatch.setenv("BUILD_ID", "417")
+    monkeypatch.setenv("BUILD_URI", "https://ci.example/417")
+    monkeypatch.setenv("BUILD_SOURCEVERSION", "0123abcd")
+    assert main(["--use-case", "ff", "--dry-run", "--output", str(tmp_path)]) == 0
+    loaded = load_back(tmp_path / "pipeline.yml")
+    for name, node in loaded.jobs.items():
+        variables = node.environment_variables
+        assert variables["BUILD_ID"] == "417" and variables["BUILD_URI"] == "https://ci.example/417", name
+        assert variables["GIT_COMMIT"] == "0123abcd", name
+    assert not (tmp_path / "code" / ".git").exists()
+    train = loaded._to_dict()["jobs"]["train"]["task"]["environment"]["conda_file"]["dependencies"][-1]["pip"]
+    assert {"azureml-core", "azureml-dataset-runtime", "setuptools"} <= {r.split("==")[0] for r in train}
+    setuptools = next(r for r in train if r.startswith("setuptools=="))
+    assert int(setuptools.split("==")[1].split(".")[0]) < 81  # still ships pkg_resources, which the driver imports
+    for name in ("prepare", "evaluate", "register"):
+        pip = {r.split("==")[0] for r in loaded.jobs[name].component.environment.conda_file["dependencies"][-1]["pip"]}
+        assert "azureml-core" not in pip, name
+
+
+@pytest.mark.slow
+def test_parallel_environment_lock_resolves_on_python_3_11(tmp_path):
+    """The parallel lock is what `uv pip compile` gives for the project plus the driver's packages on 3.11
+    (reads PyPI, not Azure): resolving again from it changes no pin."""
+    lock = REPO_ROOT / environment.PARALLEL_LOCK
+    copy = tmp_path / "parallel.lock"
+    copy.write_text(lock.read_text())
+    uv = Path(sys.executable).parent / "uv"
+    command = [str(uv), "pip", "compile", "pyproject.toml", environment.PARALLEL_DRIVER, "-p", "3.11"]
+    command += ["--python-platform", "x86_64-manylinux_2_28", "-q", "-o", str(copy)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert environment.locked_requirements(copy) == environment.locked_requirements(lock)
+    pins = {r.split("==")[0] for r in environment.locked_requirements(lock)}
+    assert {"azureml-core", "azureml-dataset-runtime", "setuptools", "azure-ai-ml", "scikit-learn"} <= pins
+
+
+def test_nothing_promoted_is_a_success_published_for_later_stages(tmp_path, monkeypatch, capsys):
+    from ml_service.pipelines.azureml.run_pipeline import outcome
+
+    out = tmp_path / "github_output"
+    monkeypatch.setenv("TF_BUILD", "True")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    before = {"m": [3, "3"]}
+    assert outcome(["m"], before, {"m": [3, "3"]}) == 0
+    printed = capsys.readouterr().out
+    assert "nothing promoted" in printed
+    assert "##vso[task.setvariable variable=registered;isOutput=true]false" in printed
+    assert outcome(["m"], before, {"m": [4, "4"]}) == 0
+    assert "##vso[task.setvariable variable=registered;isOutput=true]true" in capsys.readouterr().out
+    assert out.read_text() == "registered=false\nregistered=true\n"
+
+
+def test_wait_and_check_read_a_state_file_or_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("RESOURCE_GROUP", "rg")
+    monkeypatch.setenv("WORKSPACE_NAME", "ws")
+    bad = tmp_path / "state.json"
+    bad.write_text("{}")
+    result = run_module(MODULE, "--use-case", "ff", "--check", str(bad))
+    assert result.returncode == 2 and "--submit-to" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = run_module(MODULE, "--use-case", "ff", "--wait-for", str(tmp_path / "missing.json"))
+    assert result.returncode == 2
+
+
+def test_a_long_wait_in_azure_devops_signs_in_with_a_renewing_credential(monkeypatch):
+    from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
+
+    from ml_service.pipelines.azureml.run_pipeline import azure_credential
+
+    for suffix in ("TENANT_ID", "CLIENT_ID", "SERVICE_CONNECTION_ID"):
+        monkeypatch.setenv(f"AZURESUBSCRIPTION_{suffix}", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.delenv("SYSTEM_ACCESSTOKEN", raising=False)
+    assert isinstance(azure_credential(), DefaultAzureCredential)  # no System.AccessToken mapped: the CLI login
+    monkeypatch.setenv("SYSTEM_ACCESSTOKEN", "token")
+    monkeypatch.setenv("SYSTEM_OIDCREQUESTURI", "https://dev.azure.com/o/p/_apis/distributedtask/hubs/build/plans/x")
+    assert isinstance(azure_credential(), AzurePipelinesCredential)
 
 
 def test_a_bad_value_fails_sdk_validation(env, code):
@@ -284,7 +389,12 @@ def test_cloud_command_lines_give_the_local_runners_result(tmp_path, monkeypatch
     cloud = tmp_path / "cloud-store"
     seed_store(cloud, empty_mlflow_db)
     env_vars = {**os.environ, "LOCAL_DIR": str(cloud), "MLFLOW_TRACKING_URI": "", "PYTHONPATH": str(REPO_ROOT)}
-    _run_cloud_commands(spec, job, raw, tmp_path / "cloud", env_vars)
+    for name in ("BUILD_ID", "BUILD_URI", "BUILD_SOURCEVERSION", "GITHUB_SHA"):
+        env_vars.pop(name, None)
+    # What the job gives each step (builder environment_variables), run outside any git checkout.
+    lineage = {"BUILD_ID": "417", "BUILD_URI": "https://ci.example/417", "GIT_COMMIT": "0123abcd"}
+    cloud_job = pipeline_job(spec, env, code, environment_variables=lineage)
+    _run_cloud_commands(spec, cloud_job, raw, tmp_path / "cloud", {**env_vars, **lineage})
 
     def read(root: Path, step: str, name: str):
         return json.loads((root / step / "output" / name).read_text())
@@ -298,3 +408,12 @@ def test_cloud_command_lines_give_the_local_runners_result(tmp_path, monkeypatch
     )
     assert read(tmp_path / "cloud", "evaluate", "decision.json") == read(runner_dir, "evaluate", "decision.json")
     assert read(tmp_path / "cloud", "register", "registered.json") == read(runner_dir, "register", "registered.json")
+    from ml_service.registry.mlflow_registry import connect
+    from ml_service.util.env_variables import load_settings
+
+    monkeypatch.setenv("LOCAL_DIR", str(cloud))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    registered = read(tmp_path / "cloud", "register", "registered.json")
+    tags = connect(load_settings()).get_model_version(registered["model_name"], registered["version"]).tags
+    assert tags["build_id"] == "417" and tags["build_uri"] == "https://ci.example/417"
+    assert tags["git_commit"] == "0123abcd"

@@ -56,11 +56,15 @@ class RecordingTransport(HttpTransport):
 
         body = request.data if hasattr(request, "data") else request.content
         self.requests.append((request.method, request.url, body, dict(request.headers)))
-        for (method, pattern), (status, payload) in self.routes.items():
+        for (method, pattern), answer in self.routes.items():
             if method == request.method and re.search(pattern, request.url):
+                if callable(answer):  # an answer that changes between calls
+                    answer = answer()
+                status, payload, headers = (*answer, {})[:3]
                 raw = requests.Response()
                 raw.status_code = status
-                data = json.dumps(payload).encode()
+                raw.headers.update(headers)
+                data = b"" if payload is None else json.dumps(payload).encode()
                 raw.raw = urllib3.HTTPResponse(body=io.BytesIO(data), preload_content=False, status=status)
                 raw.headers["Content-Type"] = "application/json"
                 raw.url = request.url
@@ -216,7 +220,7 @@ def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
     transport = RecordingTransport(routes)
     url_file = tmp_path / "url.txt"
     argv = ["--package", str(package), "--name", "qa", "--url-file", str(url_file), "--pull-identity", IDENTITY]
-    assert aci.main(argv, credential=FakeCredential(), transport=transport) == 0
+    assert aci.main([*argv, "--plain-http"], credential=FakeCredential(), transport=transport) == 0
     assert url_file.read_text().strip() == "http://qa-x.westeurope.azurecontainer.io:5001"
     tag = common.read_package(package).tag
     (build,) = transport.bodies("POST", r"/scheduleRun\?")
@@ -246,9 +250,51 @@ def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
 
 def test_aci_without_pull_identity_exit_2_before_any_request_network_edge_replaced(package, workspace_env, capsys):
     transport = RecordingTransport(build_routes())
-    assert aci.main(["--package", str(package), "--name", "qa"], credential=FakeCredential(), transport=transport) == 2
+    argv = ["--package", str(package), "--name", "qa", "--plain-http"]
+    assert aci.main(argv, credential=FakeCredential(), transport=transport) == 2
     assert "--pull-identity is required" in capsys.readouterr().err
     assert transport.requests == []
+
+
+def test_aci_refuses_plain_http_unless_told_before_any_request_network_edge_replaced(package, workspace_env, capsys):
+    """ACI QA is plain HTTP: the key and the data cross the network in clear text; the deployer says so."""
+    transport = RecordingTransport(build_routes())
+    argv = ["--package", str(package), "--name", "qa", "--pull-identity", IDENTITY]
+    assert aci.main(argv, credential=FakeCredential(), transport=transport) == 2
+    err = capsys.readouterr().err
+    assert "plain HTTP" in err and "--plain-http" in err and "online_endpoint" in err and len(err.splitlines()) == 1
+    assert transport.requests == []
+
+
+def test_an_accepted_schedule_run_is_followed_to_its_run_network_edge_replaced(package, workspace_env):
+    """ACR may answer scheduleRun with 202 Accepted and no body: the build follows the Location header."""
+    routes = build_routes()
+    location = "https://management.azure.com/operations/op1?api-version=2019-06-01-preview"
+    routes[("POST", r"/scheduleRun\?")] = (202, None, {"Location": location})
+    answers = iter([(202, None), (200, {"name": "ca1", "properties": {"runId": "ca1", "status": "Running"}})])
+    routes[("GET", r"/operations/op1\?")] = lambda: next(answers)
+    transport = RecordingTransport(routes)
+    from azure.core import PipelineClient
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    client = ContainerRegistryManagementClient(FakeCredential(), SUB, transport=transport)
+    upload = PipelineClient(base_url="https://upload", transport=transport)
+    resources = common.WorkspaceResources("westeurope", REGISTRY_ID)
+    image = common.build_image(client, upload, resources, common.read_package(package), sleep=lambda _s: None)
+    assert image.endswith(common.read_package(package).tag)
+    gets = [u for m, u, _, _ in transport.requests if m == "GET"]
+    assert sum("/operations/op1" in u for u in gets) == 2 and any("/runs/ca1" in u for u in gets)
+
+
+def test_online_endpoint_pre_traffic_check_fails_without_samples(package):
+    """No sample_request.json in the package: the new colour cannot be checked, so traffic must not move."""
+    with pytest.raises(common.DeployError, match="sample_request.json"):
+        online_endpoint.invoke_smoke_test(None, "ep", "green", common.read_package(package))
+    request = {"model_name": "m", "data": [[1, 2], [3, 4]]}
+    online_endpoint.check_answer(request, json.dumps({"predictions": [1.0, 2.0]}))
+    for bad in (json.dumps({"predictions": [1.0]}), "upstream request timeout", json.dumps({"detail": "x"})):
+        with pytest.raises(common.DeployError, match="m:"):
+            online_endpoint.check_answer(request, bad)
 
 
 def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
@@ -264,6 +310,9 @@ def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
         },
     )
     routes[("PUT", r"/roleAssignments/")] = (201, {})
+    # The assignment is not readable at once: the restart must wait until it is.
+    reads = iter([(404, {"error": {"code": "RoleAssignmentNotFound"}}), (200, {"properties": {}})])
+    routes[("GET", r"/roleAssignments/")] = lambda: next(reads)
     routes[("POST", r"/sites/app/restart\?")] = (200, {})
     transport = RecordingTransport(routes)
     url_file = tmp_path / "url.txt"
@@ -281,6 +330,42 @@ def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
     assert site["properties"]["siteConfig"]["healthCheckPath"] == "/health"
     (role,) = transport.bodies("PUT", r"/roleAssignments/")
     assert role["properties"]["principalId"] == "p-1"
+    order = [(m, u) for m, u, _, _ in transport.requests if "roleAssignments" in u or "/restart" in u]
+    assert [m for m, _ in order] == ["PUT", "GET", "GET", "POST"]  # restart only once AcrPull reads back
+    settings = {p["name"]: p["value"] for p in site["properties"]["siteConfig"]["appSettings"]}
+    assert settings["WEBSITES_CONTAINER_START_TIME_LIMIT"] == str(webapp.START_TIME_LIMIT_S)
+
+
+def test_web_app_smoke_tests_wait_as_long_as_app_service_may_take_to_start():
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    checked = 0
+    for path in (REPO_ROOT / ".pipelines").glob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        if "ml_service.scoring.deploy.webapp" not in text:
+            continue
+        for mapping in _mappings(yaml.safe_load(text)):
+            for i, step in enumerate(mapping.get("steps") or []):
+                if "deploy.webapp" in str(step.get("parameters", {}).get("command", "")):
+                    smoke = mapping["steps"][i + 1]
+                    assert smoke["template"] == "templates/smoke-test-template.yml"
+                    assert int(smoke["parameters"]["timeoutSeconds"]) > webapp.START_TIME_LIMIT_S, path.name
+                    checked += 1
+    assert checked == 2
+    template = (REPO_ROOT / ".pipelines/templates/smoke-test-template.yml").read_text()
+    assert template.count('--timeout "${{ parameters.timeoutSeconds }}"') == 2
+
+
+def _mappings(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _mappings(v)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _mappings(item)
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -291,7 +376,7 @@ def test_without_workspace_exit_2_and_dry_run_needs_none(module, package, tmp_pa
     from importlib import import_module
 
     main = import_module(f"ml_service.scoring.deploy.{module}").main
-    extra = ["--kubernetes", "--compute", "aks"] if module == "online_endpoint" else []
+    extra = {"online_endpoint": ["--kubernetes", "--compute", "aks"], "aci": ["--plain-http"]}.get(module, [])
     assert main(["--package", str(package), "--name", "n", *extra]) == 2
     assert main(["--package", str(package), "--name", "n", "--dry-run", *extra]) == 0
 

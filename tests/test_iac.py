@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT as REPO
 
@@ -149,3 +150,172 @@ def test_install_requirements_matches_the_makefile():
     assert uv_pin in script
     assert "uv pip sync" in script and "requirements.lock" in script
     assert "-m venv .venv" in script
+
+
+def _bicep() -> str:
+    return (REPO / "environment_setup/iac/bicep/main.bicep").read_text(encoding="utf-8")
+
+
+def _terraform() -> str:
+    return "".join(
+        p.read_text(encoding="utf-8") for p in sorted((REPO / "environment_setup/iac/terraform").glob("*.tf"))
+    )
+
+
+def _block(text: str, header: str) -> str:
+    """The `{...}` body after `header`, braces balanced."""
+    start = text.index("{", text.index(header))
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start : i + 1]
+    raise AssertionError(f"unbalanced block after {header}")
+
+
+def test_both_flavours_create_the_compute_cluster_the_jobs_name():
+    """Every training job is submitted to AML_COMPUTE_CLUSTER_NAME: the IaC creates it under that name, scaling
+    from 0 nodes (no cost idle) to at least the parallel step's instance_count, with a low-priority option."""
+    import dataclasses
+    import re
+
+    from ml_service.pipelines.azureml.run_pipeline import parallel_settings
+    from ml_service.util.env_variables import Settings
+
+    default = next(f.default for f in dataclasses.fields(Settings) if f.name == "aml_compute_cluster_name")
+    variables = yaml_variables()
+    assert variables["AML_COMPUTE_CLUSTER_NAME"] == default
+    instances = parallel_settings(REPO, "ff").instance_count
+
+    bicep = _bicep()
+    cluster = _block(bicep, "resource computeCluster 'Microsoft.MachineLearningServices/workspaces/computes@")
+    assert f"param computeClusterName string = '{default}'" in bicep and "name: computeClusterName" in cluster
+    assert "computeType: 'AmlCompute'" in cluster and "minNodeCount: 0" in cluster
+    assert "maxNodeCount: computeMaxNodes" in cluster and "nodeIdleTimeBeforeScaleDown: 'PT120S'" in cluster
+    assert "computeLowPriority ? 'LowPriority' : 'Dedicated'" in cluster
+    assert int(re.search(r"param computeMaxNodes int = (\d+)", bicep).group(1)) >= instances
+
+    terraform = _terraform()
+    tf_cluster = _block(terraform, 'resource "azurerm_machine_learning_compute_cluster" "main"')
+    assert "name                          = var.compute_cluster_name" in tf_cluster
+    assert "min_node_count                       = 0" in tf_cluster
+    assert "max_node_count                       = var.compute_max_nodes" in tf_cluster
+    assert 'scale_down_nodes_after_idle_duration = "PT120S"' in tf_cluster
+    assert 'var.compute_low_priority ? "LowPriority" : "Dedicated"' in tf_cluster
+    tf_name = _block(terraform, 'variable "compute_cluster_name"')
+    assert f'default     = "{default}"' in tf_name
+    tf_max = _block(terraform, 'variable "compute_max_nodes"')
+    assert int(re.search(r"default\s+=\s+(\d+)", tf_max).group(1)) >= instances
+
+    bicep_pipeline = (REPO / "environment_setup/iac-create-environment-pipeline-bicep.yml").read_text()
+    tf_pipeline = (REPO / "environment_setup/iac-create-environment-pipeline-tf.yml").read_text()
+    assert bicep_pipeline.count("-computeClusterName $(AML_COMPUTE_CLUSTER_NAME)") == 2  # validate and deploy
+    assert '-var "compute_cluster_name=${AML_COMPUTE_CLUSTER_NAME}"' in tf_pipeline
+
+
+def yaml_variables() -> dict[str, str]:
+    import yaml
+
+    doc = yaml.safe_load((REPO / ".pipelines/variables-template.yml").read_text(encoding="utf-8"))
+    return {v["name"]: v["value"] for v in doc["variables"]}
+
+
+def _fake_az(folder: Path, deleted: list[dict]) -> dict[str, str]:
+    """An `az` that answers `az keyvault list-deleted` with `deleted` (Azure's edge, replaced; says so)."""
+    import os
+
+    script = folder / "az"
+    script.write_text(f"#!/bin/sh\ncat <<'JSON'\n{json.dumps(deleted)}\nJSON\n")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "TF_BUILD": "True"}
+
+
+@pytest.mark.parametrize(
+    ("vault_id", "name", "mode"),
+    [
+        (
+            "/subscriptions/s/resourceGroups/mlopsdia-rg/providers/Microsoft.KeyVault/vaults/x",
+            "mlopsdiakvab12cd",
+            "recover",
+        ),
+        (
+            "/subscriptions/s/resourceGroups/other-rg/providers/Microsoft.KeyVault/vaults/x",
+            "mlopsdiakvab12cd",
+            "default",
+        ),
+        (
+            "/subscriptions/s/resourceGroups/mlopsdia-rg/providers/Microsoft.KeyVault/vaults/x",
+            "otherkvab12cd",
+            "default",
+        ),
+    ],
+)
+def test_bicep_recovers_a_soft_deleted_key_vault(tmp_path, vault_id, name, mode):
+    """Purge protection keeps a deleted vault's name for 90 days: after a teardown, main.bicep is deployed with
+    createMode 'recover' when the pipeline finds that vault (network edge replaced: a fake `az`)."""
+    bicep = _bicep()
+    assert "createMode: keyVaultCreateMode" in _block(bicep, "resource keyVault 'Microsoft.KeyVault/vaults@")
+    deleted = [{"name": name, "properties": {"vaultId": vault_id, "location": "westeurope"}}]
+    result = subprocess.run(
+        ["bash", str(REPO / "environment_setup/keyvault_create_mode.sh"), "mlopsdia-rg", "mlopsdia"],
+        env=_fake_az(tmp_path, deleted),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"##vso[task.setvariable variable=KEY_VAULT_CREATE_MODE]{mode}" in result.stdout
+    pipeline = yaml.safe_load((REPO / "environment_setup/iac-create-environment-pipeline-bicep.yml").read_text())
+    (deploy,) = [s for s in pipeline["stages"] if s["stage"] == "Deploy"]
+    steps = deploy["jobs"][0]["strategy"]["runOnce"]["deploy"]["steps"]
+    finder = next(i for i, s in enumerate(steps) if s.get("inputs", {}).get("scriptPath", "").endswith("mode.sh"))
+    arm = next(i for i, s in enumerate(steps) if s.get("task", "").startswith("AzureResourceManagerTemplate"))
+    assert finder < arm and "-keyVaultCreateMode $(KEY_VAULT_CREATE_MODE)" in steps[arm]["inputs"]["overrideParameters"]
+    assert "recover_soft_deleted_key_vaults = true" in _terraform()
+
+
+def test_bicep_deploys_only_after_the_approval_terraform_has():
+    for name in ("iac-create-environment-pipeline-bicep.yml", "iac-create-environment-pipeline-tf.yml"):
+        pipeline = yaml.safe_load((REPO / "environment_setup" / name).read_text())
+        applying = [s for s in pipeline["stages"] if s["stage"] in ("Deploy", "Apply")]
+        assert applying, name
+        for stage in applying:
+            (job,) = stage["jobs"]
+            assert "deployment" in job and job["environment"] == "${{ parameters.infrastructureEnvironment }}", name
+        (parameter,) = [p for p in pipeline["parameters"] if p["name"] == "infrastructureEnvironment"]
+        assert parameter["default"] == "infrastructure"
+
+
+def test_terraform_is_installed_at_a_pinned_version_before_each_use():
+    import re
+
+    pipeline_text = (REPO / "environment_setup/iac-create-environment-pipeline-tf.yml").read_text()
+    pipeline = yaml.safe_load(pipeline_text)
+    version = next(
+        v["value"] for v in pipeline["variables"] if isinstance(v, dict) and v.get("name") == "TERRAFORM_VERSION"
+    )
+    major, minor, _ = (int(x) for x in version.split("."))
+    required = re.search(r'required_version = ">= (\d+)\.(\d+)"', _terraform())
+    assert (major, minor) >= (int(required.group(1)), int(required.group(2)))
+    install = (REPO / "environment_setup/terraform-install-steps.yml").read_text()
+    assert "SHA256SUMS" in install and "sha256sum --check" in install and "task.prependpath" in install
+    for mapping in _mappings(pipeline):
+        steps = mapping.get("steps")
+        if isinstance(steps, list) and any(
+            "terraform" in str(s.get("inputs", {}).get("inlineScript", "")) for s in steps
+        ):
+            templates = [i for i, s in enumerate(steps) if s.get("template") == "terraform-install-steps.yml"]
+            uses = [
+                i for i, s in enumerate(steps) if "terraform init" in str(s.get("inputs", {}).get("inlineScript", ""))
+            ]
+            assert templates and uses and templates[0] < uses[0]
+
+
+def _mappings(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _mappings(v)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _mappings(item)

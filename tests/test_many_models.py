@@ -152,7 +152,9 @@ def test_azure_parallel_job_entry_trains_a_mini_batch_like_the_local_step(settin
     tasks = prepare(config, prepared)
     broken = prepared / tasks[1].data_file
     broken.write_text("".join(broken.read_text().splitlines(keepends=True)[:30]))
-    parallel_entry.init(["--prepared", str(prepared), "--output", str(trained), "--config", str(config)])
+    # The parallel driver passes its own --output on the same command line: the entry script's is --mlops-output.
+    driver = ["--output", str(tmp_path / "driver"), "--mini_batch_size", "10"]
+    parallel_entry.init([*driver, "--prepared", str(prepared), "--mlops-output", str(trained), "--config", str(config)])
     files = [str(prepared / "prepared.json"), *(str(prepared / t.data_file) for t in tasks)]
     lines = [json.loads(line) for line in parallel_entry.run(files)]
     assert lines[0] == {"file": "prepared.json", "status": "not a planned model"}
@@ -161,3 +163,4 @@ def test_azure_parallel_job_entry_trains_a_mini_batch_like_the_local_step(settin
     alone = train_one(tasks[0], prepared, tmp_path / "alone", config)
     assert lines[1]["metrics"] == pytest.approx(alone.metrics, rel=1e-9)
     assert not model_folder(trained, tasks[1].model_id).exists()
+    assert not (tmp_path / "driver").exists()

@@ -162,11 +162,50 @@ def test_the_expected_pipelines_exist():
     assert [_rel(p) for p in VARIABLE_TEMPLATES] == [".pipelines/variables-template.yml"]
 
 
-def test_pipelines_and_templates_match_the_azure_pipelines_schema():
+# Tasks newer than the Azure Pipelines schema vendored in check-jsonschema, with their documented inputs
+# (learn.microsoft.com task reference). The schema has PublishCodeCoverageResults@1 only, already deprecated.
+NEWER_TASKS = {
+    "PublishCodeCoverageResults@2": {
+        "properties": {
+            "summaryFileLocation": {"type": "string"},
+            "pathToSources": {"type": "string"},
+            "failIfCoverageEmpty": {"type": "boolean"},
+        },
+        "required": ["summaryFileLocation"],
+    },
+}
+
+
+def _schema_with_newer_tasks(folder: Path) -> Path:
+    """The vendored schema plus NEWER_TASKS, each as strict as the schema's own task entries."""
+    import json
+
+    import check_jsonschema
+
+    vendored = Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor" / "azure-pipelines.json"
+    schema = json.loads(vendored.read_text(encoding="utf-8"))
+    tasks = schema["definitions"]["task"]["anyOf"]
+    for name, inputs in NEWER_TASKS.items():
+        assert not any(t.get("properties", {}).get("task", {}).get("pattern") == f"^{name}$" for t in tasks), name
+        tasks.append(
+            {
+                "properties": {
+                    "task": {"pattern": f"^{re.escape(name)}$"},
+                    "inputs": {**inputs, "type": "object", "additionalProperties": False},
+                },
+                "required": ["task", "inputs"],
+            }
+        )
+    path = folder / "azure-pipelines-schema.json"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    return path
+
+
+def test_pipelines_and_templates_match_the_azure_pipelines_schema(tmp_path):
     tool = BIN / "check-jsonschema"
     assert tool.exists(), f"{tool} not found: run `make setup`"
     result = subprocess.run(
-        [str(tool), "--builtin-schema", "vendor.azure-pipelines", "--regex-variant", "python"]
+        [str(tool), "--schemafile", str(_schema_with_newer_tasks(tmp_path)), "--regex-variant", "python"]
         + [str(p) for p in SCHEMA_CHECKED],
         cwd=REPO,
         capture_output=True,
@@ -196,7 +235,13 @@ def test_variables_template_structure():
     names = [entry["name"] for entry in variables]
     assert len(names) == len(set(names)), "duplicate variable names"
     values = {entry["name"]: entry["value"] for entry in variables}
-    for required in ("PYTHON_VERSION", "AGENT_VM_IMAGE", "DIABETES_USE_CASE", "FF_USE_CASE"):
+    for required in (
+        "PYTHON_VERSION",
+        "AGENT_VM_IMAGE",
+        "DIABETES_USE_CASE",
+        "FF_USE_CASE",
+        "AML_COMPUTE_CLUSTER_NAME",
+    ):
         assert required in values, required
     assert values["PYTHON_VERSION"] == "3.11"
     assert (REPO / values["DIABETES_USE_CASE"]).is_dir()
@@ -230,14 +275,78 @@ def test_pipelines_use_their_variable_group():
             assert groups == {"devopsforai-aml-vg"}, _rel(path)
 
 
-def test_azure_tasks_use_the_service_connection_variable():
+def test_service_connections_are_compile_time_values():
+    """A service connection given as a macro from a variable group, `$(X)`, fails authorization: Azure DevOps
+    authorizes connections before it expands macros. Every task names it with a compile-time variable defined in
+    YAML (variables-template.yml, or the pipeline's own variables)."""
+    template_values = {
+        v["name"]: v["value"] for v in _load(REPO / ".pipelines" / "variables-template.yml")["variables"]
+    }
+    checked = 0
     for path in YAML_FILES:
-        for key, value in _walk(_load(path)):
-            if key == "azureSubscription" or key == "azureResourceManagerConnection":
-                assert value in ("$(AZURE_RM_SVC_CONNECTION)", "${{ parameters.serviceConnection }}"), (
-                    _rel(path),
-                    value,
-                )
+        doc = _load(path)
+        own = {v["name"] for v in doc.get("variables", []) if isinstance(v, dict) and "name" in v}
+        for key, value in _walk(doc):
+            if key in ("azureSubscription", "azureResourceManagerConnection", "containerRegistry"):
+                checked += 1
+                match = re.fullmatch(r"\$\{\{ variables\.([A-Z_]+) \}\}", str(value))
+                assert match, (_rel(path), key, value)
+                assert match.group(1) in template_values or match.group(1) in own, (_rel(path), value)
+    assert checked >= 8
+    assert template_values["AZURE_RM_SVC_CONNECTION"]
+
+
+def test_code_coverage_is_published_with_the_current_task():
+    tasks = {m["task"] for p in YAML_FILES for m in _mappings(_load(p)) if "task" in m}
+    assert "PublishCodeCoverageResults@2" in tasks and "PublishCodeCoverageResults@1" not in tasks
+
+
+def _run_pipeline_calls() -> list[tuple[str, str]]:
+    return [
+        (_rel(path), line)
+        for path in YAML_FILES
+        for text in _strings(_load(path))
+        for line in text.splitlines()
+        if "ml_service.pipelines.azureml.run_pipeline" in line
+    ]
+
+
+def test_azure_ml_runs_are_split_so_no_task_outlives_its_sign_in():
+    """Submit, wait and check are separate AzureCLI@2 tasks; the wait uses a credential that renews itself
+    (System.AccessToken mapped), the check runs in a fresh task and sets runPipeline.registered."""
+    calls = _run_pipeline_calls()
+    assert calls and all(
+        any(phase in line for phase in ("--submit-to", "--wait-for", "--check")) for _, line in calls
+    ), calls
+    template = _load(REPO / ".pipelines" / "templates" / "azure-ml-run-template.yml")
+    steps = template["steps"]
+    wait = next(s for s in steps if "--wait-for" in s.get("inputs", {}).get("inlineScript", ""))
+    assert wait["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+    check = next(s for s in steps if "--check" in s.get("inputs", {}).get("inlineScript", ""))
+    assert check["name"] == "runPipeline" and check["task"] == "AzureCLI@2"
+    for file in ("diabetes_regression-ci.yml", "ff-build-train.yml", "ff-prepare-data.yml"):
+        text = (REPO / ".pipelines" / file).read_text(encoding="utf-8")
+        assert "templates/azure-ml-run-template.yml" in text, file
+
+
+def test_nothing_promoted_skips_the_deploy_stages():
+    """A Train stage that registered nothing is green; the deploy stages run only when runPipeline.registered
+    is 'true' (diabetes_regression-ci), and ff-deploy-aci is triggered only by ff-build-train runs tagged
+    models-registered, a tag added only when something was registered."""
+    ci = _load(REPO / ".pipelines" / "diabetes_regression-ci.yml")
+    stages = {stage["stage"]: stage for stage in ci["stages"]}
+    registered = "eq(dependencies.Train.outputs['Train.runPipeline.registered'], 'true')"
+    assert stages["Deploy_QA"]["dependsOn"] == "Train" and registered in stages["Deploy_QA"]["condition"]
+    for later in ("Deploy_Production", "Deploy_WebApp"):  # they depend on Deploy_QA having succeeded
+        assert "succeeded()" in stages[later]["condition"]
+    build_train = _load(REPO / ".pipelines" / "ff-build-train.yml")
+    (train,) = [s for s in build_train["stages"] if s["stage"] == "Train"]
+    tagging = [s for s in train["jobs"][0]["steps"] if "build.addbuildtag" in str(s.get("bash", ""))]
+    assert len(tagging) == 1 and "models-registered" in tagging[0]["bash"]
+    assert "eq(variables['runPipeline.registered'], 'true')" in tagging[0]["condition"]
+    deploy = _load(REPO / ".pipelines" / "ff-deploy-aci.yml")
+    (resource,) = deploy["resources"]["pipelines"]
+    assert resource["source"] == "ff-build-train" and resource["trigger"]["tags"] == ["models-registered"]
 
 
 def test_python_steps_get_the_settings_environment():
@@ -246,6 +355,7 @@ def test_python_steps_get_the_settings_environment():
         "AZURE_SUBSCRIPTION_ID",
         "RESOURCE_GROUP",
         "WORKSPACE_NAME",
+        "AML_COMPUTE_CLUSTER_NAME",
         "MLFLOW_TRACKING_URI",
         "BUILD_ID",
         "BUILD_URI",

@@ -96,6 +96,13 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
             payload = {"model_name": name, "data": rows}
             served = httpx.post(f"{url}/score", json=payload, headers=auth, timeout=10).json()
             assert served == registry_client.post("/score", json=payload).json()
+        # The pre-traffic check's requests (online_endpoint.invoke_smoke_test): one per model, from its input
+        # example, each answered with one prediction per row by the packaged service.
+        samples = json.loads((out / "sample_request.json").read_text())
+        assert [r["model_name"] for r in samples] == ["diabetes_model", "nyc_energy_model", f"{SET}/region=r0001"]
+        for request in samples:
+            answer = httpx.post(f"{url}/score", json=request, headers=auth, timeout=10)
+            assert answer.status_code == 200 and len(answer.json()["predictions"]) == len(request["data"])
         params = {"model_name": "diabetes_model", "data": json.dumps(DIABETES_ROWS)}
         get = httpx.get(f"{url}/score", params=params, headers=auth)
         assert get.status_code == 200 and len(get.json()["predictions"]) == 2

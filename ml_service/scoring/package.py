@@ -5,6 +5,7 @@
 Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`` serves it locally)::
 
     Dockerfile            python:3.11-slim, non-root, serves /app/package on 0.0.0.0:5001 inside the container
+    sample_request.json   one ``POST /score`` body per packaged model, from its input example (pre-traffic checks)
     requirements.txt      the lines of requirements.lock the service and the models need (see below)
     package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file
     package/models/<name>/...  the production version's files (a model folder or a model set)
@@ -174,6 +175,28 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
+SAMPLE_REQUESTS = "sample_request.json"
+
+
+def sample_requests(package_dir: Path) -> list[dict[str, Any]]:
+    """One ``POST /score`` body per packaged model, its rows the model's input example (``sample_input``, else a
+    row built from its input columns); a model set is sampled by its first partition model."""
+    from ml_service.scoring.model_store import entries_for_folder
+    from ml_service.util.smoke_test_scoring_service import sample_rows
+
+    manifest = json.loads((package_dir / PACKAGE_MANIFEST).read_text(encoding="utf-8"))
+    requests = []
+    for item in manifest["models"]:
+        entries = entries_for_folder(item["name"], item["version"], package_dir / item["path"], item.get("metrics"))
+        if not entries:
+            raise RuntimeError(f"model {item['name']}: nothing servable in the package")
+        rows = sample_rows(entries[0].metadata())
+        if not rows or not all(rows):
+            raise RuntimeError(f"model {item['name']}: no input example or input columns to build a sample request")
+        requests.append({"model_name": entries[0].name, "data": rows})
+    return requests
+
+
 def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]:
     """Write the build context to ``output`` (atomically) and return its manifest; RuntimeError if no model."""
     from ml_service.registry.mlflow_registry import connect, download_model, production_models
@@ -223,6 +246,8 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
         }
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
         (staging / PACKAGE_DIR / PACKAGE_MANIFEST).write_text(text)
+        samples = sample_requests(staging / PACKAGE_DIR)
+        (staging / SAMPLE_REQUESTS).write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")
         _copy_code(root, staging)
         roots = [*SERVICE_PACKAGES, *model_libraries(model_files)]
         lines = requirement_closure((root / "requirements.lock").read_text(), roots)

@@ -7,8 +7,9 @@ import subprocess
 
 
 def git_commit(cwd: str | None = None) -> str:
-    """The commit being built: the CI's variable when set (Azure DevOps), else git, else empty."""
-    for name in ("BUILD_SOURCEVERSION", "GITHUB_SHA"):
+    """The commit being built: GIT_COMMIT (what an Azure ML job is given, its snapshot has no .git), the CI's
+    variable (Azure DevOps, GitHub Actions), else git, else empty."""
+    for name in ("GIT_COMMIT", "BUILD_SOURCEVERSION", "GITHUB_SHA"):
         if os.environ.get(name):
             return os.environ[name]
     try:

@@ -15,6 +15,26 @@ param workspaceName string
 @description('Days the Log Analytics workspace behind Application Insights keeps data.')
 param logRetentionDays int = 90
 
+@description('Name of the Azure ML compute cluster the training jobs run on (AML_COMPUTE_CLUSTER_NAME).')
+param computeClusterName string = 'cpu-cluster'
+
+@description('VM size of the cluster\'s nodes.')
+param computeVmSize string = 'Standard_DS3_v2'
+
+@description('Most nodes the cluster scales to; at least the parallel step\'s instance_count (ff/pipeline_config.json).')
+@minValue(1)
+param computeMaxNodes int = 4
+
+@description('Low-priority (preemptible, cheaper) nodes instead of dedicated ones.')
+param computeLowPriority bool = false
+
+@description('\'recover\' when a soft-deleted Key Vault of this name exists (the pipeline checks): a vault with purge protection stays soft-deleted for 90 days after its resource group is deleted, and creating it again fails.')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
 @description('Tags put on every resource.')
 param tags object = {
   project: 'mlops-template'
@@ -57,6 +77,7 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   location: location
   tags: tags
   properties: {
+    createMode: keyVaultCreateMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'
@@ -184,7 +205,34 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' = {
   }
 }
 
+// The compute cluster every training job runs on: no node (and no cost) while idle, scaled up per job.
+resource computeCluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-04-01' = {
+  parent: workspace
+  name: computeClusterName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    computeType: 'AmlCompute'
+    // Entra ID only: no SSH user or keys on the nodes.
+    disableLocalAuth: true
+    properties: {
+      vmSize: computeVmSize
+      vmPriority: computeLowPriority ? 'LowPriority' : 'Dedicated'
+      scaleSettings: {
+        minNodeCount: 0
+        maxNodeCount: computeMaxNodes
+        nodeIdleTimeBeforeScaleDown: 'PT120S'
+      }
+      remoteLoginPortPublicAccess: 'Disabled'
+    }
+  }
+}
+
 output workspaceName string = workspace.name
+output computeClusterName string = computeCluster.name
 output workspaceId string = workspace.id
 output containerRegistryLoginServer string = registry.properties.loginServer
 output storageAccountName string = storage.name

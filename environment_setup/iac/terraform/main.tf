@@ -147,3 +147,26 @@ resource "azurerm_machine_learning_workspace" "main" {
     type = "SystemAssigned"
   }
 }
+
+# The compute cluster every training job runs on: no node (and no cost) while idle, scaled up per job.
+resource "azurerm_machine_learning_compute_cluster" "main" {
+  name                          = var.compute_cluster_name
+  location                      = azurerm_resource_group.main.location
+  machine_learning_workspace_id = azurerm_machine_learning_workspace.main.id
+  vm_size                       = var.compute_vm_size
+  vm_priority                   = var.compute_low_priority ? "LowPriority" : "Dedicated"
+  # Entra ID only: no SSH user or keys on the nodes.
+  local_auth_enabled = false
+  ssh_public_access_enabled = false
+  tags               = var.tags
+
+  scale_settings {
+    min_node_count                       = 0
+    max_node_count                       = var.compute_max_nodes
+    scale_down_nodes_after_idle_duration = "PT120S"
+  }
+
+  identity {
+    type = "SystemAssigned"
+  }
+}

@@ -10,6 +10,10 @@ output "workspace_id" {
   value = azurerm_machine_learning_workspace.main.id
 }
 
+output "compute_cluster_name" {
+  value = azurerm_machine_learning_compute_cluster.main.name
+}
+
 output "container_registry_login_server" {
   value = azurerm_container_registry.main.login_server
 }

@@ -23,6 +23,9 @@ provider "azurerm" {
     key_vault {
       # Keep soft-deleted vaults recoverable: purge protection is on (see main.tf).
       purge_soft_delete_on_destroy = false
+      # After a teardown the vault stays soft-deleted for 90 days under the same name: the next apply recovers
+      # it instead of failing to create it (the provider's default, written out because the pipelines rely on it).
+      recover_soft_deleted_key_vaults = true
     }
     resource_group {
       prevent_deletion_if_contains_resources = true

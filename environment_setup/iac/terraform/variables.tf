@@ -29,6 +29,35 @@ variable "workspace_name" {
   type        = string
 }
 
+variable "compute_cluster_name" {
+  description = "Name of the Azure ML compute cluster the training jobs run on (AML_COMPUTE_CLUSTER_NAME)."
+  type        = string
+  default     = "cpu-cluster"
+}
+
+variable "compute_vm_size" {
+  description = "VM size of the cluster's nodes."
+  type        = string
+  default     = "Standard_DS3_v2"
+}
+
+variable "compute_max_nodes" {
+  description = "Most nodes the cluster scales to; at least the parallel step's instance_count (ff/pipeline_config.json)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.compute_max_nodes >= 1
+    error_message = "compute_max_nodes must be at least 1."
+  }
+}
+
+variable "compute_low_priority" {
+  description = "Low-priority (preemptible, cheaper) nodes instead of dedicated ones."
+  type        = bool
+  default     = false
+}
+
 variable "log_retention_days" {
   description = "Days the Log Analytics workspace behind Application Insights keeps data."
   type        = number

@@ -22,6 +22,9 @@ from ml_service.config import Parallel
 from ml_service.pipelines.definition import PIPELINE_INPUT, PipelineSpec, StepSpec
 
 PARALLEL_ENTRY_SCRIPT = "ml_service/pipelines/azureml/parallel_entry.py"
+# The parallel driver parses its own `--output` (and other options) from the same command line as the entry
+# script: an option whose value is one of the step's outputs is passed to the entry script under this prefix.
+PARALLEL_OUTPUT_PREFIX = "--mlops-"
 _PLACEHOLDER = re.compile(r"^\$\{\{(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*\}\}$")
 
 
@@ -45,6 +48,17 @@ def step_arguments(step: StepSpec) -> list[str]:
 def step_command(step: StepSpec) -> str:
     """`python -m <module> <arguments>`: what a command step runs in the cloud."""
     return command_line(["python", "-m", step.module, *step_arguments(step)])
+
+
+def parallel_arguments(step: StepSpec) -> list[str]:
+    """The step's arguments for a parallel entry script: `--output X` becomes `--mlops-output X` when X is one
+    of the step's outputs, so it cannot collide with the parallel driver's own `--output`."""
+    args = step_arguments(step)
+    outputs = {f"${{{{outputs.{name}}}}}" for name in step.outputs}
+    return [
+        PARALLEL_OUTPUT_PREFIX + a[2:] if a.startswith("--") and i + 1 < len(args) and args[i + 1] in outputs else a
+        for i, a in enumerate(args)
+    ]
 
 
 def mini_batch_input(step: StepSpec) -> str:
@@ -87,8 +101,20 @@ def build_pipeline_job(
     parallel: ParallelSettings | None = None,
     steps: Iterable[str] | None = None,
     tags: Mapping[str, str] | None = None,
+    parallel_environment: Any = None,
+    environment_variables: Mapping[str, str] | None = None,
+    cacheable: Iterable[str] = (),
 ):
-    """The Azure ML `PipelineJob` of `spec`: one node per step, wired like the local runner wires folders."""
+    """The Azure ML `PipelineJob` of `spec`: one node per step, wired like the local runner wires folders.
+
+    parallel_environment: what parallel steps run in (default: `environment`); Azure ML's parallel driver needs
+    packages the command steps do not (environment.build_parallel_environment).
+    environment_variables: set on every step, e.g. the build's lineage (BUILD_ID, BUILD_URI, GIT_COMMIT) that the
+    register steps record as tags; the code snapshot has no .git and the cloud has no CI variables.
+    cacheable: names of the steps Azure ML may reuse from an earlier run with the same inputs and code. None by
+    default: a step reading or writing the tracking server or registry (evaluate against production, register)
+    gives a different answer on a rerun of the same commit, and a reused one registers nothing.
+    """
     from azure.ai.ml import Input, Output, command
     from azure.ai.ml.entities import PipelineJob
     from azure.ai.ml.parallel import RunFunction, parallel_run_function
@@ -101,6 +127,8 @@ def build_pipeline_job(
         raise ValueError(f"pipeline {spec.name}: no path for pipeline input(s) {', '.join(sorted(missing))}")
     pipeline_inputs = {name: Input(type=input_type(Path(inputs[name])), path=str(inputs[name])) for name in needed}
     code_path = str(code)
+    variables = dict(environment_variables or {})
+    reusable = set(cacheable)
     nodes: dict[str, Any] = {}
     for step in chosen:
         step_inputs = {}
@@ -121,6 +149,8 @@ def build_pipeline_job(
                 inputs=step_inputs,
                 outputs=step_outputs,
                 compute=compute,
+                environment_variables=dict(variables),
+                is_deterministic=step.name in reusable,
             )
         elif step.kind == "parallel":
             data_input = mini_batch_input(step)
@@ -140,12 +170,13 @@ def build_pipeline_job(
                 logging_level=parallel.logging_level,
                 compute=compute,
                 # The step's module is passed on, so the entry script can check it trains what the spec says.
-                environment_variables={"MLOPS_PARALLEL_STEP_MODULE": step.module},
+                environment_variables={**variables, "MLOPS_PARALLEL_STEP_MODULE": step.module},
+                is_deterministic=step.name in reusable,
                 task=RunFunction(
                     code=code_path,
                     entry_script=PARALLEL_ENTRY_SCRIPT,
-                    program_arguments=command_line(step_arguments(step)),
-                    environment=environment,
+                    program_arguments=command_line(parallel_arguments(step)),
+                    environment=parallel_environment or environment,
                 ),
             )
         else:

@@ -3,6 +3,11 @@
 The environment is the Azure ML base image plus a conda file holding the *runtime* part of `requirements.lock`
 (the packages reachable from `[project.dependencies]`, not the dev tools), pinned exactly as locally.
 
+Parallel steps run in a second environment: Azure ML's parallel-job driver imports packages the project does
+not need (azureml-core, azureml-dataset-runtime, pkg_resources), and those pin some shared packages lower
+than requirements.lock does (numpy, cloudpickle, azure-identity). `PARALLEL_LOCK` is the project's runtime
+dependencies plus `PARALLEL_DRIVER` resolved together for the job's platform by `make lock`.
+
 The code snapshot: Azure ML uploads the `code` folder of a job. Instead of a top-level `.amlignore`, the
 repository is copied into a staging folder without `CODE_IGNORE`, and that folder is the job's `code`, so
 secrets (`.env`), the virtualenv and local runs never leave the machine.
@@ -54,6 +59,9 @@ TARGET_MARKERS = {
     "implementation_name": "cpython",
     "platform_python_implementation": "CPython",
 }
+
+PARALLEL_DRIVER = "environment_setup/parallel-driver.in"
+PARALLEL_LOCK = "environment_setup/parallel-requirements.lock"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)\s*(?:;\s*(.+))?$")
 _VIA = re.compile(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -131,6 +139,28 @@ def build_environment(project_root: Path, name: str):
         name=name,
         version=environment_version(conda),
         description="Runtime requirements from requirements.lock on the Azure ML OpenMPI Ubuntu 22.04 image",
+        image=BASE_IMAGE,
+        conda_file=conda,
+    )
+
+
+def locked_requirements(lock_file: Path) -> list[str]:
+    """Every `name==version` line of a lock compiled for the job's platform (no markers to evaluate)."""
+    lines = [m.group(0).strip() for m in map(_PIN.match, lock_file.read_text(encoding="utf-8").splitlines()) if m]
+    if not lines:
+        raise ValueError(f"{lock_file}: no pinned requirement; run `make lock`")
+    return lines
+
+
+def build_parallel_environment(project_root: Path, name: str):
+    """The Azure ML `Environment` of parallel steps: the parallel lock (project + driver packages)."""
+    from azure.ai.ml.entities import Environment
+
+    conda = conda_spec(locked_requirements(project_root / PARALLEL_LOCK), f"{name}-parallel")
+    return Environment(
+        name=f"{name}-parallel",
+        version=environment_version(conda),
+        description=f"{PARALLEL_LOCK}: runtime requirements plus what Azure ML's parallel driver imports",
         image=BASE_IMAGE,
         conda_file=conda,
     )

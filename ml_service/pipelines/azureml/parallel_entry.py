@@ -1,10 +1,11 @@
 """Entry script of the Azure ML parallel job that trains many models: `init()` once per process, then
 `run(mini_batch)` per mini-batch of files of the prepared folder.
 
-It receives the same arguments as the local train step (`--prepared`, `--output`, from `StepSpec.arguments`)
-and trains the mini-batch's models with the local step's own function, `ml_service.pipelines.training.train_batch`
-(the use cases come from the plan and the project's declaration), so a model trained here is the model trained
-locally.
+It receives the same arguments as the local train step (`--prepared` from `StepSpec.arguments`; the output
+folder as `--mlops-output`, because the parallel driver parses its own `--output` from the same command line,
+see builder.parallel_arguments) and trains the mini-batch's models with the local step's own function,
+`ml_service.pipelines.training.train_batch` (the use cases come from the plan and the project's declaration),
+so a model trained here is the model trained locally.
 
 Files of the mini-batch that are not a planned model (the plan itself, anything else in the folder) are
 acknowledged and skipped. A model whose training fails is logged and *left out* of run()'s result: Azure ML
@@ -28,9 +29,10 @@ _state: dict[str, Any] = {}
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Azure ML parallel job entry: train many models")
+    # No abbreviations: the driver's own options must never be read as a prefix of ours.
+    parser = argparse.ArgumentParser(description="Azure ML parallel job entry: train many models", allow_abbrev=False)
     parser.add_argument("--prepared", type=Path, required=True, help="input: the prepared folder (with the plan)")
-    parser.add_argument("--output", type=Path, required=True, help="output folder: trained models")
+    parser.add_argument("--mlops-output", dest="output", type=Path, required=True, help="output: trained models")
     # Azure ML adds its own arguments (mini-batch size, logging, ...): ignore what is not ours.
     args, _unknown = parser.parse_known_args(argv)
     return args

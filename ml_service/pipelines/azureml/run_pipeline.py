@@ -2,13 +2,22 @@
 
 --dry-run writes the job YAML (plus the code snapshot and inputs it refers to) and needs no credentials.
 Without it, AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME (environment or .env) name the workspace;
-the job is submitted with DefaultAzureCredential, and --wait streams its status and exits non-zero when the
-job failed or no model was registered.
+the job is submitted, and --wait streams its status and exits non-zero when the job failed. A run that
+registered no model (nothing beat production) succeeded: it prints "nothing promoted" and exits 0, and the
+outcome is published for later CI stages (`registered=true|false`: an Azure DevOps output variable of the
+step, a GitHub Actions step output) so that they deploy only what changed.
+
+In CI a run can outlast the sign-in of the task that started it (a workload-identity token is good for about
+an hour), so the three parts can run as separate steps: `--submit-to F` (submit, note the registry, write F),
+`--wait-for F` (wait, signed in with a credential that renews itself, `azure_credential`), `--check F`
+(compare the registry with F's note, publish the outcome).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, replace
@@ -23,10 +32,12 @@ from ml_service.pipelines.azureml.builder import (
     select_steps,
     validation_errors,
 )
-from ml_service.pipelines.azureml.environment import build_environment, stage_code
+from ml_service.pipelines.azureml.environment import build_environment, build_parallel_environment, stage_code
 from ml_service.pipelines.definition import PIPELINE_INPUT, training_pipeline
 from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, SettingsError, load_settings
+from ml_service.util.files import write_json
+from ml_service.util.lineage import git_commit
 
 WORKSPACE_VARIABLES = "AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME"
 
@@ -69,8 +80,20 @@ def copy_input(source: Path, folder: Path) -> Path:
     return Path(shutil.copy2(source, folder / source.name))
 
 
+def lineage_variables(settings: Settings, root: Path) -> dict[str, str]:
+    """What the register steps tag a model with, as environment variables of every step: in the cloud there is
+    no CI variable and the code snapshot has no .git."""
+    values = {"BUILD_ID": settings.build_id, "BUILD_URI": settings.build_uri, "GIT_COMMIT": git_commit(str(root))}
+    return {name: value for name, value in values.items() if value}
+
+
 def render_pipeline(
-    use_case: str, settings: Settings, workdir: Path, steps: list[str] | None, environment: Any
+    use_case: str,
+    settings: Settings,
+    workdir: Path,
+    steps: list[str] | None,
+    environment: Any,
+    parallel_environment: Any = None,
 ) -> RenderedJob:
     root = project_root(settings.project_root)
     use_cases = use_cases_of(use_case, root)
@@ -92,6 +115,8 @@ def render_pipeline(
         parallel=parallel_settings(use_cases),
         steps=steps,
         tags=_tags(settings, use_case),
+        parallel_environment=parallel_environment,
+        environment_variables=lineage_variables(settings, root),
     )
     registers = any(s.module.rsplit(".", 1)[-1].endswith("register") for s in chosen)
     return RenderedJob("pipeline", job, tuple(u.model_name for u in use_cases) if registers else ())
@@ -142,8 +167,10 @@ def render(args: argparse.Namespace, settings: Settings, workdir: Path) -> list[
             raise UsageError("--steps applies to the pipeline, not to --automl")
         rendered = render_automl(args.use_case, settings, workdir)
     else:
-        environment = build_environment(settings.project_root.resolve(), settings.aml_environment_name)
-        rendered = [render_pipeline(args.use_case, settings, workdir, steps, environment)]
+        root = settings.project_root.resolve()
+        environment = build_environment(root, settings.aml_environment_name)
+        parallel_environment = build_parallel_environment(root, settings.aml_environment_name)
+        rendered = [render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment)]
     for item in rendered:
         check(item)
     return rendered
@@ -158,47 +185,124 @@ def dry_run(rendered: list[RenderedJob], output: Path) -> None:
         print(f"wrote {path} (validated offline by the Azure ML SDK; loads back with load_job)")
 
 
-def submit(rendered: list[RenderedJob], settings: Settings, wait: bool) -> int:
-    from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
+def azure_credential() -> Any:
+    """In an Azure DevOps AzureCLI@2 task with a workload-identity service connection (and SYSTEM_ACCESSTOKEN
+    mapped), a credential that asks Azure DevOps for a new federated token whenever it needs one, so a wait of
+    hours does not outlive the task's sign-in; elsewhere DefaultAzureCredential."""
+    from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
 
-    from ml_service.pipelines.azureml import registry_check
+    names = ("AZURESUBSCRIPTION_TENANT_ID", "AZURESUBSCRIPTION_CLIENT_ID", "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID")
+    values = [os.environ.get(name, "") for name in (*names, "SYSTEM_ACCESSTOKEN")]
+    if all(values):
+        tenant, client, connection, token = values
+        return AzurePipelinesCredential(
+            tenant_id=tenant, client_id=client, service_connection_id=connection, system_access_token=token
+        )
+    return DefaultAzureCredential()
+
+
+def ml_client(settings: Settings) -> Any:
+    from azure.ai.ml import MLClient
+
+    workspace = (settings.azure_subscription_id, settings.resource_group, settings.workspace_name)
+    return MLClient(azure_credential(), *workspace)
+
+
+def registry_client(client: Any, settings: Settings) -> Any:
     from ml_service.registry.mlflow_registry import connect
 
-    ml_client = MLClient(
-        DefaultAzureCredential(), settings.azure_subscription_id, settings.resource_group, settings.workspace_name
-    )
+    tracking_uri = client.workspaces.get(settings.workspace_name).mlflow_tracking_uri
+    return connect(replace(settings, mlflow_tracking_uri=tracking_uri))
+
+
+def registry_snapshot(client: Any, settings: Settings, names: list[str]) -> dict[str, list]:
+    from ml_service.pipelines.azureml import registry_check
+
+    states = registry_check.snapshot(registry_client(client, settings), names, settings.production_alias)
+    return {name: [state.latest_version, state.production_version] for name, state in states.items()}
+
+
+def publish_outcome(changed: list[str]) -> None:
+    """`registered=true|false` for the CI stages after this one: an Azure DevOps output variable (the step
+    needs a `name:`), a GitHub Actions step output."""
+    value = "true" if changed else "false"
+    if os.environ.get("TF_BUILD"):
+        print(f"##vso[task.setvariable variable=registered;isOutput=true]{value}", flush=True)
+    if os.environ.get("GITHUB_OUTPUT"):
+        with open(os.environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as out:
+            out.write(f"registered={value}\n")
+
+
+def outcome(names: list[str], before: dict[str, list], after: dict[str, list]) -> int:
+    """Print and publish what the run registered. Registering nothing is a success: no model beat production."""
+    from ml_service.pipelines.azureml import registry_check
+
+    def states(values: dict[str, list]) -> dict[str, registry_check.ModelState]:
+        return {name: registry_check.ModelState(*values.get(name, (None, None))) for name in names}
+
+    changed = registry_check.registered(states(before), states(after))
+    if changed:
+        print(f"registered: {', '.join(changed)}")
+    else:
+        print(f"nothing promoted: no model beat production ({', '.join(names)} unchanged); nothing to deploy")
+    publish_outcome(changed)
+    return 0
+
+
+def submit_jobs(rendered: list[RenderedJob], settings: Settings, client: Any, state: Path | None) -> dict:
+    """Submit every job; with `state`, note the registry first and write what was submitted there."""
     names = sorted({n for item in rendered for n in item.registers})
-    client = before = None
-    if wait and names:
-        tracking_uri = ml_client.workspaces.get(settings.workspace_name).mlflow_tracking_uri
-        client = connect(replace(settings, mlflow_tracking_uri=tracking_uri))
-        before = registry_check.snapshot(client, names, settings.production_alias)
-    submitted = []
+    record: dict[str, Any] = {"models": names, "before": {}, "jobs": []}
+    if names:
+        record["before"] = registry_snapshot(client, settings, names)
     for item in rendered:
-        job = ml_client.jobs.create_or_update(item.job)
+        job = client.jobs.create_or_update(item.job)
         print(f"submitted {item.name}: {job.name} {job.studio_url or ''}".rstrip(), flush=True)
-        submitted.append((item, job.name))
+        record["jobs"].append({"name": job.name, "rendered": item.name})
+    if state is not None:
+        write_json(state, record)
+    return record
+
+
+def wait_jobs(record: dict, client: Any) -> int:
+    for job in record["jobs"]:
+        name = job["name"]
+        try:
+            client.jobs.stream(name)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises its own types on a failed job; report in one line
+            print(f"error: job {name} ({job['rendered']}) failed: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
+            return 1
+        status = client.jobs.get(name).status
+        if status != "Completed":
+            print(f"error: job {name} ({job['rendered']}) ended {status}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def check_registry(record: dict, client: Any, settings: Settings) -> int:
+    names = record["models"]
+    if not names:
+        publish_outcome([])
+        return 0
+    return outcome(names, record["before"], registry_snapshot(client, settings, names))
+
+
+def read_state(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record.get("jobs"), list) or not isinstance(record.get("models"), list):
+            raise ValueError("no 'jobs' or 'models' list")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a state file written by --submit-to ({exc})") from None
+    return record
+
+
+def submit(rendered: list[RenderedJob], settings: Settings, wait: bool, state: Path | None = None) -> int:
+    client = ml_client(settings)
+    record = submit_jobs(rendered, settings, client, state)
     if not wait:
         return 0
-    for item, name in submitted:
-        try:
-            ml_client.jobs.stream(name)
-        except Exception as exc:  # noqa: BLE001 - the SDK raises its own types on a failed job; report in one line
-            print(f"error: job {name} ({item.name}) failed: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
-            return 1
-        status = ml_client.jobs.get(name).status
-        if status != "Completed":
-            print(f"error: job {name} ({item.name}) ended {status}", file=sys.stderr)
-            return 1
-    if client is not None and before is not None:
-        after = registry_check.snapshot(client, names, settings.production_alias)
-        changed = registry_check.registered(before, after)
-        if not changed:
-            print(f"error: the job registered no model ({', '.join(names)} unchanged)", file=sys.stderr)
-            return 1
-        print(f"registered: {', '.join(changed)}")
-    return 0
+    return wait_jobs(record, client) or check_registry(record, client, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-case", required=True, help="declared use case(s) or group, comma-separated")
     parser.add_argument("--steps", help="comma-separated steps to run (default: all), e.g. prepare")
     parser.add_argument("--automl", action="store_true", help="Azure ML AutoML jobs instead of the pipeline")
-    parser.add_argument("--wait", action="store_true", help="stream the job; fail if it fails or registers nothing")
+    parser.add_argument("--wait", action="store_true", help="stream the job, then report what it registered")
+    phases = parser.add_mutually_exclusive_group()
+    phases.add_argument("--submit-to", type=Path, metavar="FILE", help="submit, note the registry, write FILE")
+    phases.add_argument("--wait-for", type=Path, metavar="FILE", help="wait for the jobs of FILE (--submit-to)")
+    phases.add_argument("--check", type=Path, metavar="FILE", help="report what the jobs of FILE registered")
     parser.add_argument("--dry-run", action="store_true", help="write the job YAML to --output; no credentials")
     parser.add_argument("--output", type=Path, help="dry-run folder (default: <LOCAL_DIR>/azureml/<use case>)")
     args = parser.parse_args(argv)
@@ -221,6 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.wait_for or args.check:
+        try:
+            record = read_state(args.wait_for or args.check)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        client = ml_client(settings)
+        return wait_jobs(record, client) if args.wait_for else check_registry(record, client, settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     default = settings.local_path / "azureml" / args.use_case
     workdir = args.output or (default if args.dry_run else default / stamp)
@@ -232,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    return submit(rendered, settings, args.wait)
+    return submit(rendered, settings, args.wait and not args.submit_to, args.submit_to)
 
 
 if __name__ == "__main__":

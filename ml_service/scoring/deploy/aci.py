@@ -2,7 +2,10 @@
 with an ACR Tasks run, then create or update a container group running it on port 5001.
 
 ACI cannot bind to 127.0.0.1 only: the group gets a public IP with a DNS label
-(`<name>-<suffix>.<region>.azurecontainer.io`), plain HTTP. `SCORING_API_KEY` is passed as a secure
+(`<name>-<suffix>.<region>.azurecontainer.io`), PLAIN HTTP: the bearer key and every request and prediction
+cross the network in clear text. Use it for non-sensitive QA data only, and say so with `--plain-http`; for
+anything else deploy QA to a managed online endpoint (`python -m ml_service.scoring.deploy.online_endpoint`,
+HTTPS) or the Web App (HTTPS). `SCORING_API_KEY` is passed as a secure
 environment variable and the service refuses /score without it. The image is pulled with a user-assigned
 managed identity that has AcrPull on the registry (`--pull-identity`; the registry's admin user is off).
 """
@@ -112,9 +115,21 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
     cli.add_argument(
         "--pull-identity", default="", help="ARM id of a user-assigned identity with AcrPull on the registry"
     )
+    cli.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="accept that the QA service is plain HTTP (key and data in clear text): non-sensitive data only",
+    )
     args = cli.parse_args(argv)
 
     def body() -> None:
+        if not args.plain_http:
+            raise common.DeployError(
+                "ACI serves plain HTTP (the key and the data cross the network in clear text): pass --plain-http "
+                "for non-sensitive QA data, or deploy QA with ml_service.scoring.deploy.online_endpoint (HTTPS)",
+                2,
+            )
+        print("WARNING: ACI QA is plain HTTP: non-sensitive data only", file=sys.stderr)
         settings = common.azure_settings(args.dry_run)
         if args.dry_run:
             package = common.read_package(args.package)

@@ -178,7 +178,10 @@ def build_image(
     if answer.status_code >= 400:
         raise DeployError(f"uploading the build context failed: HTTP {answer.status_code}")
     body = docker_build_request(image, upload["relativePath"])
-    run = _json(_send(registry_client, "POST", f"{base}/scheduleRun?api-version={TASKS_API}", body))
+    scheduled = _send(registry_client, "POST", f"{base}/scheduleRun?api-version={TASKS_API}", body)
+    run = _json(scheduled)
+    if scheduled.status_code == 202 or not run:
+        run = _accepted_run(registry_client, scheduled, poll_s, sleep)
     run_id = run.get("properties", {}).get("runId") or run.get("name")
     status = run.get("properties", {}).get("status", "Queued")
     print(f"image build {run_id}: {status} ({image})", flush=True)
@@ -190,6 +193,20 @@ def build_image(
         raise DeployError(f"image build {run_id} ended {status}; see the run's log in the registry")
     print(f"image build {run_id}: Succeeded", flush=True)
     return image
+
+
+def _accepted_run(client: Any, accepted: Any, poll_s: float, sleep: Callable[[float], None], tries: int = 60):
+    """`scheduleRun` may answer 202 Accepted with no body: follow its Location header until it names the run."""
+    location = accepted.headers.get("Location") or accepted.headers.get("Azure-AsyncOperation")
+    if not location:
+        raise DeployError(f"scheduleRun answered HTTP {accepted.status_code} with no run and no Location to poll")
+    for _ in range(tries):
+        sleep(poll_s)
+        answer = _send(client, "GET", location)
+        run = _json(answer) if answer.status_code != 202 else {}
+        if run.get("properties", {}).get("runId") or run.get("name"):
+            return run
+    raise DeployError(f"scheduleRun: no run after {tries} polls of {location.split('?')[0]}")
 
 
 def build_package_image(
@@ -218,7 +235,15 @@ def planned_image(package: Package) -> str:
     return WorkspaceResources("<workspace location>", "<workspace registry>").image(package)
 
 
-def grant_acr_pull(client: Any, registry_id: str, principal_id: str) -> None:
+def grant_acr_pull(
+    client: Any,
+    registry_id: str,
+    principal_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float = 10.0,
+    tries: int = 30,
+) -> None:
+    """Grant AcrPull and wait until the assignment reads back: a pull right after the PUT can still be refused."""
     url, body = role_assignment(registry_id, principal_id)
     from azure.core.rest import HttpRequest
 
@@ -227,6 +252,11 @@ def grant_acr_pull(client: Any, registry_id: str, principal_id: str) -> None:
         return
     if response.status_code >= 400:
         raise DeployError(f"granting AcrPull failed: HTTP {response.status_code}: {_json_text(response)[:200]}")
+    for _ in range(tries):
+        if client.send_request(HttpRequest("GET", url)).status_code == 200:
+            return
+        sleep(poll_s)
+    raise DeployError(f"the AcrPull assignment for {principal_id} did not appear after {tries} checks")
 
 
 def parser(description: str) -> argparse.ArgumentParser:

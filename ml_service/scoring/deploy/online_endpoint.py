@@ -12,7 +12,9 @@ The endpoint checks the key (`Authorization: Bearer <key>`) and forwards only `/
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from ml_service.scoring.deploy import common
 
 COLOURS = ("blue", "green")
+SAMPLE_REQUESTS = "sample_request.json"  # written by ml_service.scoring.package
 MANAGED_INSTANCE_TYPE = "Standard_DS3_v2"
 
 
@@ -91,14 +94,45 @@ def base_url(scoring_uri: str) -> str:
     return scoring_uri[: -len("/score")] if scoring_uri.endswith("/score") else scoring_uri
 
 
+def sample_requests(package: common.Package) -> list[dict[str, Any]]:
+    """The package's sample requests (one per model); a package without them cannot be checked: a failure."""
+    path = package.folder / SAMPLE_REQUESTS
+    try:
+        requests = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise common.DeployError(
+            f"{path}: no sample requests to check the new colour with ({exc}); rebuild the package with "
+            "python -m ml_service.scoring.package"
+        ) from None
+    if not isinstance(requests, list) or not requests:
+        raise common.DeployError(f"{path}: no sample request; rebuild the package")
+    return requests
+
+
+def check_answer(request: dict[str, Any], answer: Any) -> None:
+    """An answer to a sample request must hold one prediction per row."""
+    try:
+        body = json.loads(answer) if isinstance(answer, (str, bytes)) else answer
+        predictions = body["predictions"]
+    except (ValueError, TypeError, KeyError):
+        raise common.DeployError(f"{request['model_name']}: not a scoring answer: {str(answer)[:200]}") from None
+    if not isinstance(predictions, list) or len(predictions) != len(request["data"]):
+        raise common.DeployError(f"{request['model_name']}: expected {len(request['data'])} predictions")
+
+
 def invoke_smoke_test(ml_client: Any, endpoint: str, colour: str, package: common.Package) -> None:
-    """Default hook: score the package's sample request on the new colour only (traffic still 0%)."""
-    sample = package.folder / "sample_request.json"
-    if not sample.is_file():
-        print(f"smoke test of {colour}: skipped (no sample_request.json in the package)")
-        return
-    answer = ml_client.online_endpoints.invoke(endpoint_name=endpoint, deployment_name=colour, request_file=str(sample))
-    print(f"smoke test of {colour}: {str(answer)[:200]}")
+    """Default hook: score every sample request of the package on the new colour only (traffic still 0%).
+    Any failure stops the deployment before traffic moves."""
+    requests = sample_requests(package)
+    with tempfile.TemporaryDirectory() as folder:
+        for request in requests:
+            request_file = Path(folder) / "request.json"
+            request_file.write_text(json.dumps(request), encoding="utf-8")
+            answer = ml_client.online_endpoints.invoke(
+                endpoint_name=endpoint, deployment_name=colour, request_file=str(request_file)
+            )
+            check_answer(request, answer)
+            print(f"smoke test of {colour}: {request['model_name']} answered")
 
 
 def deploy(

@@ -4,6 +4,10 @@ Builds the image in the workspace's registry (ACR Tasks), creates or updates a L
 (`<name>-plan`) and the web app running the image with its system-assigned identity (granted AcrPull on the
 registry), app settings (port 5001, SCORING_API_KEY, Application Insights) and the health check on /health.
 App Service terminates HTTPS on the public `https://<name>.azurewebsites.net`.
+
+First start: the site is restarted only once its identity's AcrPull assignment reads back, and App Service is
+given START_TIME_LIMIT_S to start the container (WEBSITES_CONTAINER_START_TIME_LIMIT; its default is 230 s); a
+smoke test of a new web app must wait at least that long (`--timeout`, smoke-test-template.yml).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from ml_service.scoring.deploy import common
 
 PLAN_SKU = ("B1", "Basic")
+START_TIME_LIMIT_S = 600  # an image with many models takes minutes to pull and load on a B1 plan
 
 
 def plan_name(name: str) -> str:
@@ -34,6 +39,7 @@ def app_settings(api_key: str, app_insights: str = "") -> dict[str, str]:
         "SCORING_PORT": str(common.SCORING_PORT),
         "SCORING_API_KEY": api_key,
         "WEBSITES_ENABLE_APP_SERVICE_STORAGE": "false",
+        "WEBSITES_CONTAINER_START_TIME_LIMIT": str(START_TIME_LIMIT_S),
     }
     if app_insights:
         settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] = app_insights
@@ -87,7 +93,7 @@ def deploy(args: Any, settings: Any, credential: Any, transport: Any = None) -> 
     principal = site.identity.principal_id if site.identity else None
     if not principal:
         raise common.DeployError(f"web app {args.name} has no managed identity to pull the image with")
-    common.grant_acr_pull(registry, resources.registry_id, principal)
+    common.grant_acr_pull(registry, resources.registry_id, principal, common.poll_sleep(transport))
     web.web_apps.restart(rg, args.name)  # pull again now that the identity may pull
     return f"https://{site.default_host_name}"
 
