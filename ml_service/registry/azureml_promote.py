@@ -278,8 +278,12 @@ def _print_model(model: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    usage = "\n".join(line for line in __doc__.splitlines() if line.startswith("    python -m"))
     parser = argparse.ArgumentParser(
-        prog="python -m ml_service.registry.azureml_promote", description=__doc__.splitlines()[0]
+        prog="python -m ml_service.registry.azureml_promote",
+        description=__doc__.splitlines()[0],
+        epilog=f"commands:\n{usage}\n(each answers --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="action", required=True)
     share_cli = sub.add_parser("share", help="copy a QA-tested package's models from a workspace into the registry")

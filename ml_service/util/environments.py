@@ -35,6 +35,9 @@ class Environment(BaseModel):
 
     resource_group: str = Field(pattern=NAME, max_length=90)
     workspace: str = Field(pattern=NAME, max_length=33)
+    # For the infrastructure workflows: the region, and the 3-10 character prefix of every resource name.
+    location: str = Field(default="", pattern=r"^[a-z0-9]*$")
+    base_name: str = Field(default="", pattern=r"^([a-z0-9]{3,10})?$")
     subscription_id: str = ""
 
 
@@ -88,6 +91,10 @@ class Environments(BaseModel):
             "WORKSPACE_NAME": env.workspace,
             "AZUREML_REGISTRY_NAME": self.registry,
         }
+        if env.location:
+            result["LOCATION"] = env.location
+        if env.base_name:
+            result["BASE_NAME"] = env.base_name
         if env.subscription_id:
             result["AZURE_SUBSCRIPTION_ID"] = env.subscription_id
         return result
