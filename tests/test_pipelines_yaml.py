@@ -343,7 +343,7 @@ def test_deployments_pass_what_their_target_needs():
             endpoint_stages += 1
             downloads = [s for s in steps if isinstance(s, dict) and s.get("download") == "current"]
             # The package tested in QA, or (promotion) one built in this job from the registry's models.
-            built_here = [s for s in steps if isinstance(s, dict) and "ml_service.scoring.package" in s.get("script", "")]
+            built_here = [s for s in steps if "ml_service.scoring.package" in str(s.get("script", ""))]
             assert any(s.get("artifact") == "package" for s in downloads) or any(
                 "--output $(Pipeline.Workspace)/package" in s["script"] for s in built_here
             ), _rel(path)

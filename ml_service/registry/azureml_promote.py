@@ -73,7 +73,7 @@ def package_models(package: Path) -> list[ModelRef]:
     candidates = [package / "package" / "manifest.json", package / "manifest.json"]
     manifest_file = next((c for c in candidates if c.is_file()), None)
     if manifest_file is None:
-        raise PromotionError(f"{package}: no package/manifest.json; build it with python -m ml_service.scoring.package", 2)
+        raise PromotionError(f"{package}: no package/manifest.json; build it with ml_service.scoring.package", 2)
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         refs = [ModelRef(m["name"], str(m["version"]), m.get("run_id") or "") for m in manifest["models"]]
@@ -90,7 +90,7 @@ def lineage_tags(
     """The registry version's tags: the source version's, plus where and by which build it was promoted."""
     tags = {str(k): str(v) for k, v in source_tags.items()}
     if ref.run_id and tags.setdefault("run_id", ref.run_id) != ref.run_id:
-        raise PromotionError(f"{ref.name} v{ref.version}: run_id tag {tags['run_id']} is not the package's {ref.run_id}")
+        raise PromotionError(f"{ref.name} v{ref.version}: run_id tag {tags['run_id']} != package's {ref.run_id}")
     tags.update(
         promoted_from_environment=environment,
         promoted_from_workspace=workspace,
@@ -117,16 +117,14 @@ def registry_model(ref: ModelRef, path: str, tags: dict[str, str], model_type: s
 
 def validation_errors(model: Any) -> list[str]:
     """The Azure ML SDK's own schema check of a Model asset, offline: dump it and load it back."""
+    import yaml
     from azure.ai.ml import load_model
 
-    body = model._to_dict()
-    problems = [f"tag {k} missing" for k in REQUIRED_LINEAGE if k not in (body.get("tags") or {})]
+    problems = [f"tag {k} missing" for k in REQUIRED_LINEAGE if k not in (model.tags or {})]
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "model.yml"
-        import yaml
-
-        source.write_text(yaml.safe_dump(body), encoding="utf-8")
         try:
+            source.write_text(yaml.safe_dump(model._to_dict()), encoding="utf-8")
             loaded = load_model(source=source)
         except Exception as exc:  # noqa: BLE001 - the SDK raises several validation types; report them as text
             return problems + [" ".join(str(exc).split())[:300]]
@@ -273,7 +271,8 @@ def fetched_entry(item: dict[str, Any]) -> dict[str, Any]:
 def _print_model(model: Any) -> None:
     problems = validation_errors(model)
     if problems:
-        raise PromotionError(f"{model.name} v{model.version} fails the Azure ML SDK's validation: {'; '.join(problems)}")
+        shown = "; ".join(problems)
+        raise PromotionError(f"{model.name} v{model.version} fails the Azure ML SDK's validation: {shown}")
     print(json.dumps(model._to_dict(), indent=1, sort_keys=True, default=str))
 
 
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                     source_tags = {"run_id": ref.run_id, "data_hash": "<from the workspace version>"}
                     tags = lineage_tags(source_tags, ref, args.source, env.workspace, settings.build_id)
                     models.append(registry_model(ref, path, tags))
-                print(f"would copy {len(models)} model version(s) from {env.workspace} into registry {config.registry}:")
+                print(f"would copy {len(models)} model version(s) from {env.workspace} to registry {config.registry}:")
                 for model in models:
                     _print_model(model)
             else:
@@ -335,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             record = read_record(args.promotion_file)
             if record["registry"] != config.registry:
                 raise PromotionError(
-                    f"{args.promotion_file}: registry {record['registry']} is not environments.yml's {config.registry}", 2
+                    f"{args.promotion_file}: registry {record['registry']} is not environments.yml's {config.registry}",
+                    2,
                 )
             if args.dry_run:
                 print(f"would download from registry {config.registry} into {args.output}:")

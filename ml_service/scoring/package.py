@@ -179,7 +179,9 @@ def fetched_models(folder: Path) -> list[Any]:
 
     try:
         listed = json.loads((folder / "models.json").read_text(encoding="utf-8"))["models"]
-        models = [ProductionModel(m["name"], str(m["version"]), m["source"], dict(m["tags"]), m["run_id"]) for m in listed]
+        models = [
+            ProductionModel(m["name"], str(m["version"]), m["source"], dict(m["tags"]), m["run_id"]) for m in listed
+        ]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{folder}/models.json: not written by azureml_promote fetch ({exc})") from None
     missing = [m.name for m in models if not (folder / m.name).is_dir()]

@@ -72,7 +72,8 @@ class Environments(BaseModel):
 
     def get(self, name: str) -> Environment:
         if name not in self.environments:
-            raise EnvironmentsError(f"no environment {name!r} in environments.yml (known: {', '.join(self.environments)})")
+            known = ", ".join(self.environments)
+            raise EnvironmentsError(f"no environment {name!r} in environments.yml (known: {known})")
         return self.environments[name]
 
     def next_after(self, name: str) -> str | None:
