@@ -21,10 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import test_pipelines_yaml as ado
 from tests.conftest import REPO_ROOT as REPO
 
 BIN = Path(sys.executable).parent
+# The Azure DevOps YAML (a project bootstrapped for GitHub Actions only has none: the parity tests then skip,
+# and the commands are checked against their --help here instead).
+ADO_FILES = sorted(p for d in (REPO / ".pipelines", REPO / "environment_setup") if d.is_dir() for p in d.rglob("*.yml"))
+PYTHON_M = re.compile(r"(?<![\w/.-])python(?:3(?:\.11)?)?\s+-m\s+([A-Za-z_][\w.]*)(.*)")
+MAKE = re.compile(r"(?<![\w/.-])make\s+([A-Za-z][\w-]*)")
+OPTION = re.compile(r"(?<!\S)(--[A-Za-z][\w-]*)")
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 ACTIONS = sorted((REPO / ".github" / "actions").glob("*/action.yml"))
 FILES = WORKFLOWS + ACTIONS
@@ -36,6 +41,17 @@ OTHER_TOOLS |= {"if", "then", "else", "fi", "for", "do", "done"}
 # actionlint (the kjanat fork) messages that are not problems of these files: a rule of the fork about a key
 # GitHub's schema does not have, and azure/login, whose latest major still runs on node20.
 ACTIONLINT_IGNORE = ("no explicit cache access limit", 'update the version of action "azure/login@v2"')
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
 
 
 def _load(path: Path):
@@ -64,19 +80,20 @@ def _steps(doc) -> list[dict]:
 def _python_m_calls(paths) -> dict[str, list[tuple[str, frozenset[str]]]]:
     calls: dict[str, list[tuple[str, frozenset[str]]]] = {}
     for path in paths:
-        for text in ado._strings(_load(path)):
+        for text in _strings(_load(path)):
             for line in text.replace("\\\n", " ").splitlines():
-                for match in ado.PYTHON_M.finditer(line):
+                for match in PYTHON_M.finditer(line):
                     module, rest = match.group(1), match.group(2)
                     if module.endswith("."):  # prose ("`python -m ml_service...` from the root"), not a call
                         continue
-                    options = frozenset(ado.OPTION.findall(rest.split("python -m")[0]))
+                    options = frozenset(OPTION.findall(rest.split("python -m")[0]))
                     calls.setdefault(module, []).append((_rel(path), options))
     return calls
 
 
 GITHUB_CALLS = _python_m_calls(FILES)
-ADO_CALLS = _python_m_calls(ado.YAML_FILES)
+ADO_CALLS = _python_m_calls(ADO_FILES)
+needs_azure_devops = pytest.mark.skipif(not ADO_FILES, reason="no Azure DevOps YAML in this project")
 
 
 def test_the_expected_workflows_exist():
@@ -224,6 +241,7 @@ def test_workflows_run_ml_service_commands():
         assert module in GITHUB_CALLS, module
 
 
+@needs_azure_devops
 @pytest.mark.parametrize("module", sorted(GITHUB_CALLS))
 def test_each_command_is_one_azure_devops_runs_with_the_same_options(module):
     if module.split(".")[0] not in ("ml_service", "pytest"):
@@ -238,6 +256,7 @@ def test_each_command_is_one_azure_devops_runs_with_the_same_options(module):
         )
 
 
+@needs_azure_devops
 def test_each_stage_of_azure_devops_has_a_workflow():
     """The other direction: every command Azure DevOps runs, GitHub Actions runs too."""
     missing = sorted(m for m in ADO_CALLS if m.split(".")[0] == "ml_service" and m not in GITHUB_CALLS)
@@ -250,7 +269,7 @@ def test_each_stage_of_azure_devops_has_a_workflow():
 def test_make_targets_exist():
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([A-Za-z][\w-]*)\s*:", makefile, flags=re.MULTILINE))
-    used = {(_rel(p), t) for p in FILES for text in ado._strings(_load(p)) for t in ado.MAKE.findall(text)}
+    used = {(_rel(p), t) for p in FILES for text in _strings(_load(p)) for t in MAKE.findall(text)}
     assert {t for _, t in used} >= {"setup", "lint"}
     assert not [u for u in used if u[1] not in targets], used
 
@@ -267,9 +286,22 @@ def test_run_steps_call_only_known_tools():
     assert not unknown, sorted(unknown)
 
 
+@needs_azure_devops
 def test_environments_step_reads_the_same_file_on_both_sides():
     github = (REPO / ".github/actions/azure-python/action.yml").read_text()
     azure_devops = (REPO / ".pipelines/templates/azure-python-step-template.yml").read_text()
     for text, command in ((github, "${{ inputs.command }}"), (azure_devops, "${{ parameters.command }}\n")):
         assert 'eval "$(python -m ml_service.util.environments --branch ' in text
         assert text.index("ml_service.util.environments --branch") < text.rindex(command)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(ADO_FILES), reason="checked for the same calls by test_pipelines_yaml.py")
+@pytest.mark.parametrize("module", sorted(m for m in GITHUB_CALLS if m.startswith("ml_service.")))
+def test_ml_service_command_answers_help_with_the_options_used(module):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = set().union(*(options for _, options in GITHUB_CALLS[module]))
+    assert not sorted(o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", result.stdout))
