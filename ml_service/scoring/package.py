@@ -197,12 +197,36 @@ def sample_requests(package_dir: Path) -> list[dict[str, Any]]:
     return requests
 
 
-def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]:
-    """Write the build context to ``output`` (atomically) and return its manifest; RuntimeError if no model."""
+def fetched_models(folder: Path) -> list[Any]:
+    """The models `ml_service.registry.azureml_promote fetch` downloaded from an Azure ML registry (models.json)."""
+    from ml_service.registry.mlflow_registry import ProductionModel
+
+    try:
+        listed = json.loads((folder / "models.json").read_text(encoding="utf-8"))["models"]
+        models = [
+            ProductionModel(m["name"], str(m["version"]), m["source"], dict(m["tags"]), m["run_id"]) for m in listed
+        ]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"{folder}/models.json: not written by azureml_promote fetch ({exc})") from None
+    missing = [m.name for m in models if not (folder / m.name).is_dir()]
+    if missing:
+        raise RuntimeError(f"{folder}: no model folder for {', '.join(missing)}")
+    return models
+
+
+def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path | None = None) -> dict[str, Any]:
+    """Write the build context to ``output`` (atomically) and return its manifest; RuntimeError if no model.
+
+    The models are the registry's production versions, or with ``models_from`` the ones fetched from an Azure ML
+    registry into that folder (promotion to test and prod: exactly the promoted versions, with their lineage)."""
     from ml_service.registry.mlflow_registry import connect, download_model, production_models
 
-    client = connect(settings)
-    models = production_models(client, settings.production_alias)
+    if models_from is not None:
+        client = None
+        models = fetched_models(Path(models_from))
+    else:
+        client = connect(settings)
+        models = production_models(client, settings.production_alias)
     if not models:
         raise RuntimeError(f"no model in production (alias {settings.production_alias!r}): nothing to package")
     output = Path(output).resolve()
@@ -217,7 +241,10 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
         for model in models:
             if "/" in model.name or model.name in (".", ".."):
                 raise RuntimeError(f"model name {model.name!r} cannot be a folder name")
-            download = download_model(client, model, staging / ".download" / model.name)
+            if client is None:
+                download = Path(shutil.copytree(Path(models_from) / model.name, staging / ".download" / model.name))
+            else:
+                download = download_model(client, model, staging / ".download" / model.name)
             folder = staging / PACKAGE_DIR / "models" / model.name
             folder.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(download), folder)
@@ -228,6 +255,8 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
                 "run_id": model.run_id,
                 "path": f"models/{model.name}",
             }
+            if client is None:
+                entry["lineage"] = dict(sorted(model.tags.items()))
             manifest = read_manifest(data_path(folder))
             entry["kind"] = manifest["kind"]
             if manifest["kind"] == "model_set":
@@ -272,12 +301,17 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_service.scoring.package", description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="build context folder to write")
+    parser.add_argument(
+        "--models-from",
+        type=Path,
+        help="package the models fetched from an Azure ML registry into this folder (azureml_promote fetch)",
+    )
     args = parser.parse_args(argv)
     from ml_service.util.env_variables import SettingsError, load_settings
 
     try:
         settings = load_settings()
-        manifest = build(settings, args.output)
+        manifest = build(settings, args.output, models_from=args.models_from)
     except SettingsError as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,307 @@
+"""Checks of the GitHub Actions workflows (.github/), offline, and their parity with the Azure DevOps YAML.
+
+GitHub is not reachable from here, so these tests check what can be checked without it:
+- actionlint over every workflow, check-jsonschema (GitHub's workflow and action schemas) over every file;
+- every local `uses:` (composite action, reusable workflow) resolves;
+- Azure is reached only by OpenID Connect: `azure/login` with client-id/tenant-id/subscription-id, the calling
+  workflow grants `id-token: write`, and no client secret or credentials JSON appears anywhere;
+- every job that touches Azure runs in a GitHub environment, production ones in `prod` or `infrastructure`;
+- parity: every `python -m` command a workflow runs is one the Azure DevOps YAML runs too, with the same
+  options, and every `make` target is a Makefile target. (That those modules answer --help with those options
+  is checked once, for the Azure DevOps calls, in test_pipelines_yaml.py; the subset relation carries it over.)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT as REPO
+
+BIN = Path(sys.executable).parent
+# The Azure DevOps YAML (a project bootstrapped for GitHub Actions only has none: the parity tests then skip,
+# and the commands are checked against their --help here instead).
+ADO_FILES = sorted(p for d in (REPO / ".pipelines", REPO / "environment_setup") if d.is_dir() for p in d.rglob("*.yml"))
+PYTHON_M = re.compile(r"(?<![\w/.-])python(?:3(?:\.11)?)?\s+-m\s+([A-Za-z_][\w.]*)(.*)")
+MAKE = re.compile(r"(?<![\w/.-])make\s+([A-Za-z][\w-]*)")
+OPTION = re.compile(r"(?<!\S)(--[A-Za-z][\w-]*)")
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+ACTIONS = sorted((REPO / ".github" / "actions").glob("*/action.yml"))
+FILES = WORKFLOWS + ACTIONS
+# Commands the workflows may run besides `python -m` and `make`: the infrastructure tools (the Azure DevOps
+# side runs the same terraform commands, and deploys Bicep with its ARM task instead of `az deployment`) and
+# shell plumbing.
+OTHER_TOOLS = {"az", "terraform", "echo", "grep", "set", "eval", "exit", "KEY", "URL"}
+OTHER_TOOLS |= {"if", "then", "else", "fi", "for", "do", "done"}
+# actionlint (the kjanat fork) messages that are not problems of these files: a rule of the fork about a key
+# GitHub's schema does not have, and azure/login, whose latest major still runs on node20.
+ACTIONLINT_IGNORE = ("no explicit cache access limit", 'update the version of action "azure/login@v2"')
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def _load(path: Path):
+    # PyYAML reads the key `on:` as True: take the text's own key back.
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if isinstance(doc, dict) and True in doc:
+        doc["on"] = doc.pop(True)
+    return doc
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
+def _jobs(path: Path) -> dict:
+    return _load(path).get("jobs", {})
+
+
+def _steps(doc) -> list[dict]:
+    """Every step of a workflow's jobs or of a composite action."""
+    if "runs" in doc:
+        return doc["runs"].get("steps", [])
+    return [s for job in doc.get("jobs", {}).values() for s in job.get("steps", [])]
+
+
+def _python_m_calls(paths) -> dict[str, list[tuple[str, frozenset[str]]]]:
+    calls: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    for path in paths:
+        for text in _strings(_load(path)):
+            for line in text.replace("\\\n", " ").splitlines():
+                for match in PYTHON_M.finditer(line):
+                    module, rest = match.group(1), match.group(2)
+                    if module.endswith("."):  # prose ("`python -m ml_service...` from the root"), not a call
+                        continue
+                    options = frozenset(OPTION.findall(rest.split("python -m")[0]))
+                    calls.setdefault(module, []).append((_rel(path), options))
+    return calls
+
+
+GITHUB_CALLS = _python_m_calls(FILES)
+ADO_CALLS = _python_m_calls(ADO_FILES)
+needs_azure_devops = pytest.mark.skipif(not ADO_FILES, reason="no Azure DevOps YAML in this project")
+
+
+def test_the_expected_workflows_exist():
+    names = {p.name for p in WORKFLOWS}
+    expected = {
+        "pr.yml",
+        "diabetes_regression-ci.yml",
+        "ff-prepare-data.yml",
+        "ff-build-train.yml",
+        "ff-deploy-aci.yml",
+        "ff-deploy-webapp.yml",
+        "promote.yml",
+        "iac-bicep.yml",
+        "iac-terraform.yml",
+        "iac-remove.yml",
+    }
+    assert expected <= names, sorted(expected - names)
+    assert {p.parent.name for p in ACTIONS} >= {"setup-python", "azure-python", "resolve-environment", "smoke-test"}
+
+
+def test_actionlint_passes_every_workflow():
+    tool = BIN / "actionlint"
+    assert tool.exists(), f"{tool} not found: run `make setup`"
+    ignore = [arg for message in ACTIONLINT_IGNORE for arg in ("-ignore", re.escape(message))]
+    result = subprocess.run(
+        [str(tool), "-no-color", *ignore, *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("schema", "kind"), [("vendor.github-workflows", "workflows"), ("vendor.github-actions", "actions")]
+)
+def test_files_match_githubs_schema(schema, kind):
+    files = WORKFLOWS if kind == "workflows" else ACTIONS
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", schema, *map(str, files)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_local_uses_resolve():
+    missing = []
+    for path in FILES:
+        doc = _load(path)
+        refs = [s.get("uses", "") for s in _steps(doc)] + [j.get("uses", "") for j in doc.get("jobs", {}).values()]
+        for ref in refs:
+            if ref.startswith("./"):
+                target = REPO / ref
+                if not (target.is_file() or (target / "action.yml").is_file()):
+                    missing.append(f"{_rel(path)} -> {ref}")
+    assert not missing, missing
+
+
+def test_azure_sign_in_is_openid_connect_only():
+    logins = 0
+    for path in FILES:
+        text = path.read_text(encoding="utf-8")
+        for forbidden in ("client-secret", "AZURE_CLIENT_SECRET", "ARM_CLIENT_SECRET", "creds:", "AZURE_CREDENTIALS"):
+            assert forbidden not in text, f"{_rel(path)}: {forbidden}"
+        for step in _steps(_load(path)):
+            if str(step.get("uses", "")).startswith("azure/login@"):
+                logins += 1
+                assert set(step["with"]) == {"client-id", "tenant-id", "subscription-id"}, _rel(path)
+    assert logins >= 2
+
+
+def _touches_azure(job: dict) -> bool:
+    uses = [str(s.get("uses", "")) for s in job.get("steps", [])]
+    return any(u.startswith("azure/login@") or u == "./.github/actions/azure-python" for u in uses)
+
+
+def test_azure_jobs_run_in_an_environment_and_may_request_the_oidc_token():
+    checked = 0
+    for path in WORKFLOWS:
+        doc = _load(path)
+        for name, job in doc.get("jobs", {}).items():
+            if "uses" in job or not _touches_azure(job):
+                continue
+            checked += 1
+            assert job.get("environment"), f"{_rel(path)}: job {name} touches Azure outside a GitHub environment"
+            permissions = job.get("permissions") or doc.get("permissions") or {}
+            assert permissions.get("id-token") == "write", f"{_rel(path)}: job {name} cannot get an OIDC token"
+    assert checked >= 6
+
+
+def test_callers_grant_what_their_reusable_workflows_need():
+    """A called workflow cannot have more permissions than its caller: id-token and actions must be granted."""
+    needs = {p.name: _load(p).get("permissions", {}) for p in WORKFLOWS if p.name.startswith("_")}
+    for path in WORKFLOWS:
+        doc = _load(path)
+        for name, job in doc.get("jobs", {}).items():
+            called = str(job.get("uses", ""))
+            if not called.startswith("./.github/workflows/"):
+                continue
+            granted = job.get("permissions") or doc.get("permissions") or {}
+            for scope, level in needs[Path(called).name].items():
+                assert granted.get(scope) in (level, "write"), f"{_rel(path)}: job {name} lacks {scope}: {level}"
+            if needs[Path(called).name].get("id-token"):
+                assert job.get("secrets") == "inherit", f"{_rel(path)}: job {name} must pass secrets: inherit"
+
+
+def test_production_is_behind_a_protected_environment():
+    """Production deployments run in `prod` (required reviewers, docs/getting_started_github.md)."""
+    promote = _jobs(REPO / ".github/workflows/_promote.yml")
+    assert promote["deploy-prod"]["with"]["environment"] == "prod"
+    assert promote["deploy-prod"]["needs"] == "deploy-test"
+    assert promote["deploy-test"]["with"]["environment"] == "test"
+    webapp = _jobs(REPO / ".github/workflows/ff-deploy-webapp.yml")["deploy-webapp"]
+    assert webapp["with"]["environment"] == "prod" and webapp["with"]["package-from"] == "artifact"
+    for name in ("iac-bicep.yml", "iac-terraform.yml", "iac-remove.yml"):
+        jobs = _jobs(REPO / ".github/workflows" / name)
+        assert all(job.get("environment") == "infrastructure" for job in jobs.values()), name
+    environments = yaml.safe_load((REPO / "environments.yml").read_text())
+    assert environments["promotion"][-1] == "prod"
+
+
+def test_plan_before_apply():
+    bicep = _jobs(REPO / ".github/workflows/iac-bicep.yml")
+    assert bicep["deploy"]["needs"] == "what-if"
+    assert "az deployment group what-if" in " ".join(str(s.get("run", "")) for s in bicep["what-if"]["steps"])
+    terraform = _jobs(REPO / ".github/workflows/iac-terraform.yml")
+    assert terraform["apply"]["needs"] == "plan"
+    assert "terraform apply -input=false tfplan" in " ".join(str(s.get("run", "")) for s in terraform["apply"]["steps"])
+
+
+# --- parity with the Azure DevOps YAML ---------------------------------------------------------------
+
+
+def test_workflows_run_ml_service_commands():
+    for module in (
+        "ml_service.pipelines.azureml.run_pipeline",
+        "ml_service.scoring.package",
+        "ml_service.scoring.deploy.aci",
+        "ml_service.scoring.deploy.online_endpoint",
+        "ml_service.scoring.deploy.webapp",
+        "ml_service.util.smoke_test_scoring_service",
+        "ml_service.util.environments",
+        "ml_service.registry.azureml_promote",
+    ):
+        assert module in GITHUB_CALLS, module
+
+
+@needs_azure_devops
+@pytest.mark.parametrize("module", sorted(GITHUB_CALLS))
+def test_each_command_is_one_azure_devops_runs_with_the_same_options(module):
+    if module.split(".")[0] not in ("ml_service", "pytest"):
+        assert module == "pip", f"python -m {module}: not a command of the project"
+        return
+    assert module in ADO_CALLS, f"python -m {module} is run by GitHub workflows but not by .pipelines/"
+    ado_option_sets = {options for _, options in ADO_CALLS[module]}
+    for where, options in GITHUB_CALLS[module]:
+        assert options in ado_option_sets, (
+            f"{where}: python -m {module} {sorted(options)}; "
+            f"the Azure DevOps YAML passes {sorted(map(sorted, ado_option_sets))}"
+        )
+
+
+@needs_azure_devops
+def test_each_stage_of_azure_devops_has_a_workflow():
+    """The other direction: every command Azure DevOps runs, GitHub Actions runs too."""
+    missing = sorted(m for m in ADO_CALLS if m.split(".")[0] == "ml_service" and m not in GITHUB_CALLS)
+    assert not missing, missing
+    for module in ("ml_service.pipelines.azureml.run_pipeline", "ml_service.scoring.deploy.online_endpoint"):
+        github = {options for _, options in GITHUB_CALLS[module]}
+        assert {options for _, options in ADO_CALLS[module]} <= github, module
+
+
+def test_make_targets_exist():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([A-Za-z][\w-]*)\s*:", makefile, flags=re.MULTILINE))
+    used = {(_rel(p), t) for p in FILES for text in _strings(_load(p)) for t in MAKE.findall(text)}
+    assert {t for _, t in used} >= {"setup", "lint"}
+    assert not [u for u in used if u[1] not in targets], used
+
+
+def test_run_steps_call_only_known_tools():
+    unknown = set()
+    for path in FILES:
+        for step in _steps(_load(path)):
+            for line in str(step.get("run", "")).splitlines():
+                word = line.strip().split(" ", 1)[0].split("=", 1)[0]
+                if word and not word.startswith(("#", "-", '"', "$", "[")) and word not in {"python", "make"}:
+                    if word not in OTHER_TOOLS:
+                        unknown.add(f"{_rel(path)}: {word}")
+    assert not unknown, sorted(unknown)
+
+
+@needs_azure_devops
+def test_environments_step_reads_the_same_file_on_both_sides():
+    github = (REPO / ".github/actions/azure-python/action.yml").read_text()
+    azure_devops = (REPO / ".pipelines/templates/azure-python-step-template.yml").read_text()
+    for text, command in ((github, "${{ inputs.command }}"), (azure_devops, "${{ parameters.command }}\n")):
+        assert 'eval "$(python -m ml_service.util.environments --branch ' in text
+        assert text.index("ml_service.util.environments --branch") < text.rindex(command)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(ADO_FILES), reason="checked for the same calls by test_pipelines_yaml.py")
+@pytest.mark.parametrize("module", sorted(m for m in GITHUB_CALLS if m.startswith("ml_service.")))
+def test_ml_service_command_answers_help_with_the_options_used(module):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = set().union(*(options for _, options in GITHUB_CALLS[module]))
+    assert not sorted(o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", result.stdout))
