@@ -211,7 +211,7 @@ def test_production_is_behind_a_protected_environment():
     for name in ("iac-bicep.yml", "iac-terraform.yml", "iac-remove.yml"):
         jobs = _jobs(REPO / ".github/workflows" / name)
         assert all(job.get("environment") == "infrastructure" for job in jobs.values()), name
-    environments = yaml.safe_load((REPO / "environments.yml").read_text())
+    environments = yaml.safe_load((REPO / "environment_setup" / "environments.yml").read_text())
     assert environments["promotion"][-1] == "prod"
 
 

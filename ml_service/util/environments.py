@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_FILE = REPO_ROOT / "environments.yml"
+DEFAULT_FILE = REPO_ROOT / "environment_setup" / "environments.yml"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.()-]*$"  # resource group / workspace / registry name characters
 
 
