@@ -8,14 +8,22 @@ first time it is asked for and stays while it is among the ``cache_size`` most r
 Served names: a single model by its registered name (``diabetes_regression_model``); a partition model as
 ``<model_name>/<model key>`` (``nyc_energy_regions_model/region=r0001``, see ``ml_service.registry.model_set``).
 
-Sources: ``from_package(dir)`` reads a build context written by ``ml_service.scoring.package``;
-``from_registry(settings)`` downloads the production versions (MLflow is imported only there).
+Sources: ``from_package(dir)`` reads a build context written by ``ml_service.scoring.package``; every model file
+is loaded only if its sha256 is the one the package manifest records (computed at packaging from the files the
+registry holds), so a file swapped or corrupted after packaging is refused, never unpickled.
+``from_registry(settings)`` downloads the production versions (MLflow is imported only there; the registry records
+no file hashes yet, so those loads are unchecked).
+
+A model that fails to load (truncated or swapped file, deleted folder) is remembered as unavailable: every later
+request for it gets ``ModelUnavailable`` with the same one-line reason at once (no retry storm of tracebacks), and
+``unavailable`` lists them for ``/health`` and ``/models``. How a folder is read is ``ml_service.scoring.model_reader``.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -23,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml_service.registry.model_folder import METADATA_FILE, MODEL_FILE, load_model_folder
-from ml_service.registry.model_set import is_model_set, read_manifest
-from ml_service.scoring.inputs import accepts_arrays, schema_from_metadata
+from ml_service.registry.model_set import MANIFEST_FILE, is_model_set, read_manifest
+from ml_service.scoring import model_reader
+from ml_service.scoring.inputs import Schema, accepts_arrays
+
+log = logging.getLogger(__name__)
 
 PACKAGE_MANIFEST = "manifest.json"
 PACKAGE_DIR = "package"
@@ -41,6 +51,14 @@ class CatalogueError(RuntimeError):
     pass
 
 
+class ModelUnavailable(RuntimeError):
+    """The model is catalogued but cannot be loaded; ``reason`` is one line meant for the caller and the log."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"model {name!r} cannot be loaded: {reason}")
+        self.name, self.reason = name, reason
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One servable model; ``model_set``/``set_version`` are set for partition models."""
@@ -52,6 +70,8 @@ class ModelEntry:
     model_set: str | None = None
     set_version: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)  # set-wide input_columns/schema/sample_input
+    # sha256 of each file, relative to ``folder``, from the package manifest; None: not recorded (registry source)
+    hashes: dict[str, str] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "version": self.version, "metrics": self.metrics}
@@ -62,24 +82,40 @@ class ModelEntry:
         return out
 
     def metadata(self) -> dict[str, Any]:
-        """``model.json`` of this model, over the set-wide defaults (reads one small file, loads no model)."""
-        path = self.folder / METADATA_FILE
-        own = json.loads(path.read_text()) if path.is_file() else {}
-        return {**self.defaults, **own}
+        """This model's metadata over the set-wide defaults (reads one small file, loads no model)."""
+        return {**self.defaults, **model_reader.read_metadata(self.folder)}
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     entry: ModelEntry
     model: Any
-    schema: tuple[tuple[str, str], ...]
+    schema: Schema
     array_input: bool = False  # predictions from NumPy arrays equal those from DataFrames (see accepts_arrays)
 
 
-def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | None = None) -> list[ModelEntry]:
-    """Catalogue entries of one registered model version's folder (a single model or a model set)."""
+def _under(hashes: dict[str, str] | None, prefix: str) -> dict[str, str] | None:
+    """The hashes of the files below ``prefix/``, relative to it (None stays None: nothing recorded)."""
+    if hashes is None:
+        return None
+    prefix = prefix.rstrip("/") + "/"
+    return {k[len(prefix) :]: v for k, v in hashes.items() if k.startswith(prefix)}
+
+
+def entries_for_folder(
+    name: str, version: str, folder: Path, metrics: dict | None = None, hashes: dict[str, str] | None = None
+) -> list[ModelEntry]:
+    """Catalogue entries of one registered model version's folder (a single model or a model set).
+
+    ``hashes`` (``{path relative to folder: sha256}``) are checked for the set's manifest here and for each model's
+    files when it is loaded."""
     folder = Path(folder)
     if is_model_set(folder):
+        if hashes is not None:
+            try:
+                model_reader.read_verified(folder, MANIFEST_FILE, hashes)
+            except model_reader.ModelIntegrityError as exc:
+                raise CatalogueError(str(exc)) from None
         manifest = read_manifest(folder)
         defaults = {k: manifest[k] for k in ("input_columns", "input_schema", "sample_input") if k in manifest}
         set_name = manifest.get("model_name") or name
@@ -97,15 +133,15 @@ def entries_for_folder(name: str, version: str, folder: Path, metrics: dict | No
                     model_set=name,
                     set_version=str(version),
                     defaults={**defaults, **extra},
+                    hashes=_under(hashes, item["path"]),
                 )
             )
         return out
-    if not (folder / MODEL_FILE).is_file():
-        raise CatalogueError(f"{folder}: neither a model ({MODEL_FILE}) nor a model set (manifest.json)")
+    if not model_reader.is_model_folder(folder):
+        raise CatalogueError(f"{folder}: neither a model nor a model set ({MANIFEST_FILE})")
     if metrics is None:
-        path = folder / METADATA_FILE
-        metrics = (json.loads(path.read_text()).get("metrics") if path.is_file() else None) or {}
-    return [ModelEntry(name=name, version=str(version), folder=folder, metrics=dict(metrics))]
+        metrics = model_reader.read_metadata(folder).get("metrics") or {}
+    return [ModelEntry(name=name, version=str(version), folder=folder, metrics=dict(metrics), hashes=hashes)]
 
 
 def package_root(path: Path) -> Path:
@@ -125,7 +161,7 @@ class ModelStore:
         self,
         entries: Iterable[ModelEntry],
         cache_size: int,
-        loader: Callable[[Path], tuple[Any, dict[str, Any]]] = load_model_folder,
+        loader: Callable[[Path, dict[str, str] | None], tuple[Any, dict[str, Any]]] = model_reader.read_model,
     ):
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
@@ -140,6 +176,7 @@ class ModelStore:
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._failed: dict[str, str] = {}
         self.loads = 0
         self.evictions = 0
 
@@ -167,6 +204,12 @@ class ModelStore:
         with self._lock:
             return list(self._cache)
 
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Models whose load failed, with the reason (they stay refused until the service restarts)."""
+        with self._lock:
+            return dict(self._failed)
+
     def cached(self, name: str) -> LoadedModel | None:
         """The loaded model if it is in the cache (marking it recently used), else None; never loads."""
         with self._lock:
@@ -176,7 +219,8 @@ class ModelStore:
             return loaded
 
     def get(self, name: str) -> LoadedModel:
-        """The loaded model, loading it on a miss; raises ``UnknownModel`` for a name not in the catalogue."""
+        """The loaded model, loading it on a miss; raises ``UnknownModel`` for a name not in the catalogue and
+        ``ModelUnavailable`` (at once, after the first failure) for one that cannot be loaded."""
         entry = self._entries.get(name)
         if entry is None:
             raise UnknownModel(name)
@@ -184,15 +228,25 @@ class ModelStore:
         if loaded is not None:
             return loaded
         with self._lock:
+            if name in self._failed:
+                raise ModelUnavailable(name, self._failed[name])
             gate = self._loading.setdefault(name, threading.Lock())
         with gate:
             loaded = self.cached(name)
             if loaded is not None:
                 return loaded
-            model, own = self._loader(entry.folder)
-            metadata = {**entry.defaults, **own}
-            schema = schema_from_metadata(metadata)
-            loaded = LoadedModel(entry, model, schema, accepts_arrays(model, schema, metadata.get("sample_input")))
+            with self._lock:
+                if name in self._failed:
+                    raise ModelUnavailable(name, self._failed[name])
+            try:
+                loaded = self._load(entry)
+            except Exception as exc:
+                reason = _reason(exc)
+                log.error("model %s cannot be loaded (refused until restart): %s", name, reason, exc_info=True)
+                with self._lock:
+                    self._failed[name] = reason
+                    self._loading.pop(name, None)
+                raise ModelUnavailable(name, reason) from None
             with self._lock:
                 self._cache[name] = loaded
                 self.loads += 1
@@ -202,6 +256,12 @@ class ModelStore:
                 self._loading.pop(name, None)
         return loaded
 
+    def _load(self, entry: ModelEntry) -> LoadedModel:
+        model, own = self._loader(entry.folder, entry.hashes)
+        metadata = {**entry.defaults, **own}
+        schema = model_reader.input_schema(metadata)
+        return LoadedModel(entry, model, schema, accepts_arrays(model, schema, metadata.get("sample_input")))
+
     # sources -------------------------------------------------------------------------------------------
     @classmethod
     def from_package(cls, path: Path, cache_size: int) -> ModelStore:
@@ -209,7 +269,14 @@ class ModelStore:
         manifest = json.loads((root / PACKAGE_MANIFEST).read_text())
         entries: list[ModelEntry] = []
         for item in manifest["models"]:
-            entries += entries_for_folder(item["name"], item["version"], root / item["path"], item.get("metrics"))
+            hashes = item.get("files")
+            if not isinstance(hashes, dict) or not hashes:
+                raise CatalogueError(
+                    f"{root / PACKAGE_MANIFEST}: model {item.get('name')!r} has no file hashes ('files'): "
+                    "rebuild the package with make package"
+                )
+            folder = root / item["path"]
+            entries += entries_for_folder(item["name"], item["version"], folder, item.get("metrics"), hashes)
         return cls(entries, cache_size)
 
     @classmethod
@@ -233,10 +300,19 @@ class ModelStore:
         return cls(entries, settings.scoring_cache_size)
 
 
+def _reason(exc: BaseException) -> str:
+    """One line saying why a load failed, without the traceback (that is logged once)."""
+    if isinstance(exc, model_reader.ModelIntegrityError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"file missing: {exc.filename or exc}"
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _run_metrics(client: Any, run_id: str, folder: Path) -> dict[str, Any] | None:
-    """A single model's metrics: its model.json's, else the training run's (None: unknown)."""
-    path = folder / METADATA_FILE
-    own = json.loads(path.read_text()).get("metrics") if path.is_file() else None
+    """A single model's metrics: its metadata's, else the training run's (None: unknown)."""
+    own = model_reader.read_metadata(folder).get("metrics")
     if own:
         return dict(own)
     try:

@@ -41,6 +41,31 @@ def parse_int(name: str, raw: str, minimum: int = 0) -> int:
     return value
 
 
+def parse_float(name: str, raw: str, minimum: float = 0.0, maximum: float | None = None) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not minimum <= value <= (maximum if maximum is not None else float("inf")):
+        raise SettingsError(f"{name}={raw!r} must be between {minimum} and {maximum}")
+    return value
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's --cpus)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def _var(env: str, default: Any, doc: str, parser: Callable[[str, str], Any] | None = None) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "parser": parser})
 
@@ -84,9 +109,30 @@ class Settings:
     scoring_api_key: str = _var("SCORING_API_KEY", "", "When set, /score needs 'Authorization: Bearer <key>'.")
     scoring_workers: int = _var(
         "SCORING_WORKERS",
-        1,
-        "Scoring service processes (one per core serves about that many times more).",
+        0,
+        "Scoring service processes; 0 means one per available core (what served best in bench/bench_scoring.py).",
+        parse_int,
+    )
+    scoring_batch_max_rows: int = _var(
+        "SCORING_BATCH_MAX_ROWS", 512, "Most rows in one micro-batch of concurrent /score requests.", _positive_int
+    )
+    scoring_batch_wait_ms: float = _var(
+        "SCORING_BATCH_WAIT_MS",
+        0.0,
+        "Milliseconds an idle model waits for more requests to batch (0: none; batches form while one runs).",
+        lambda name, raw: parse_float(name, raw, maximum=100.0),
+    )
+    scoring_max_header_bytes: int = _var(
+        "SCORING_MAX_HEADER_BYTES", 16384, "Largest request line + headers accepted (431 above).", _positive_int
+    )
+    scoring_read_timeout: int = _var(
+        "SCORING_READ_TIMEOUT",
+        10,
+        "Seconds a connection may take to send a whole request, or stay silent once open (then it is closed).",
         _positive_int,
+    )
+    scoring_max_connections: int = _var(
+        "SCORING_MAX_CONNECTIONS", 512, "Concurrent connections per worker (503 beyond).", _positive_int
     )
     scoring_cache_size: int = _var(
         "SCORING_CACHE_SIZE", 256, "Models kept loaded in the scoring service's LRU cache.", _positive_int
@@ -96,6 +142,11 @@ class Settings:
         1_000_000,
         "Largest /score request body accepted (413 above).",
         _positive_int,
+    )
+    scoring_instance_id: str = _var(
+        "SCORING_INSTANCE_ID",
+        "",
+        "Echoed by /health when set: lets a launcher check that the server answering is the one it started.",
     )
     applicationinsights_connection_string: str = _var(
         "APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Sends scoring traces to Application Insights when set."
@@ -123,6 +174,10 @@ class Settings:
     @property
     def workers(self) -> int:
         return self.max_workers or os.cpu_count() or 1
+
+    @property
+    def scoring_worker_count(self) -> int:
+        return self.scoring_workers or available_cores()
 
     @property
     def azure_workspace_configured(self) -> bool:
