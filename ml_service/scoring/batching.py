@@ -18,8 +18,15 @@ Correctness (``predict_batch``, run on the prediction thread):
   of the predictions for its own rows;
 - if the joint conversion or prediction fails, each request is converted and predicted alone, so an error is
   reported to exactly the requests it belongs to (a model that fails for every input fails each of them);
-- conversion is row-wise and column types come from the schema (categories included), so a row's input and
-  prediction do not depend on the other rows in its batch (tested row by row against unbatched ``predict``).
+- conversion is row-wise and column types come from the schema (categories included), so a row's input does not
+  depend on the other rows in its batch;
+- a model's arithmetic may (BLAS matrix-vector products round differently for 1 row and for n rows, and with the
+  row's position: a Ridge's prediction moves in the last bits). So a model is batched across requests only if
+  ``batch_invariant`` found, when it loaded, that its sample rows predicted in batches of several sizes and
+  positions give exactly the one-row predictions (trees and the calendar pipelines do; linear models on arrays
+  usually do not). Other models get one ``predict`` per request, still off the event loop and in one hop to the
+  prediction thread: their answers are exactly those of an unbatched service. Tested against unbatched
+  ``predict`` row by row.
 """
 
 from __future__ import annotations
@@ -63,6 +70,31 @@ def to_json_values(predictions: np.ndarray) -> list:
     return values
 
 
+PROBE_SIZES = (2, 3, 5, 8, 17, 33)
+
+
+def batch_invariant(model: Any, schema: Any, sample: Any, array_input: bool) -> bool:
+    """Whether ``model`` predicts each of its sample rows exactly as alone when they sit in batches of several sizes
+    and at several positions. No sample rows: not known, so False (the model is never batched across requests)."""
+    if not isinstance(sample, list) or not sample:
+        return False
+    probe = LoadedModel(None, model, schema, array_input)  # type: ignore[arg-type]
+    try:
+        check_rows(schema, sample)
+        alone = [predict(probe, checked_rows_to_input(schema, [row], array_input)) for row in sample]
+        for size in PROBE_SIZES:
+            rows = [sample[i % len(sample)] for i in range(size)]
+            together = predict(probe, checked_rows_to_input(schema, rows, array_input))
+            if len(together) != size:
+                return False
+            for i in range(size):
+                if not np.array_equal(together[i : i + 1], alone[i % len(sample)], equal_nan=True):
+                    return False
+    except Exception:  # noqa: BLE001 - a model that fails the probe is simply not batched
+        return False
+    return True
+
+
 def _alone(loaded: LoadedModel, rows: list) -> list | Exception:
     try:
         features = checked_rows_to_input(loaded.schema, rows, loaded.array_input)
@@ -89,8 +121,9 @@ def predict_batch(loaded: LoadedModel, requests: list[Any]) -> list[list | Excep
             good.append(i)
         except InputError as exc:
             outcomes[i] = exc
-    if len(good) == 1:
-        outcomes[good[0]] = _alone(loaded, requests[good[0]])
+    if len(good) == 1 or not loaded.batch_invariant:
+        for i in good:
+            outcomes[i] = _alone(loaded, requests[i])
     elif good:
         joined = [row for i in good for row in requests[i]]
         try:

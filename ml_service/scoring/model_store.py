@@ -92,6 +92,7 @@ class LoadedModel:
     model: Any
     schema: Schema
     array_input: bool = False  # predictions from NumPy arrays equal those from DataFrames (see accepts_arrays)
+    batch_invariant: bool = False  # rows predict alike alone and in batches (see batching.batch_invariant)
 
 
 def _under(hashes: dict[str, str] | None, prefix: str) -> dict[str, str] | None:
@@ -260,7 +261,11 @@ class ModelStore:
         model, own = self._loader(entry.folder, entry.hashes)
         metadata = {**entry.defaults, **own}
         schema = model_reader.input_schema(metadata)
-        return LoadedModel(entry, model, schema, accepts_arrays(model, schema, metadata.get("sample_input")))
+        sample = metadata.get("sample_input")
+        arrays = accepts_arrays(model, schema, sample)
+        from ml_service.scoring.batching import batch_invariant  # batching imports this module
+
+        return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays))
 
     # sources -------------------------------------------------------------------------------------------
     @classmethod
