@@ -7,10 +7,11 @@ How (``Batcher``): requests for a model join its queue; when the model has no ba
 flushed at once (or after ``max_wait`` seconds, if set, to let more requests join) as one batch of whole
 requests, at most ``max_rows`` rows (a larger request goes alone). While a batch runs, the next one gathers, so
 the batch size follows the load: 1 when idle, up to the number of waiting callers under load, with no fixed
-delay. Batches run on one dedicated prediction thread per process (the event loop never predicts, so
-``/health``, new connections and other models' requests are served meanwhile); model loads use another pool.
+delay. Batches run on two prediction threads per process, at most one batch per model at a time (the event
+loop never predicts, so ``/health`` and new connections are served meanwhile, and one slow model cannot hold up
+every other model); model loads use another pool.
 
-Correctness (``predict_batch``, run on the prediction thread):
+Correctness (``predict_batch``, run on a prediction thread):
 
 - each request's rows are checked alone first (``check_rows``), so a bad request fails alone with its own field
   path (``data[i][j]`` relative to its own rows) and never joins a batch;
@@ -153,7 +154,7 @@ class _Queue:
 class Batcher:
     """Per-model queues on one event loop; ``await submit(loaded, rows)`` gives that request's predictions."""
 
-    def __init__(self, max_rows: int = 512, max_wait: float = 0.0, threads: int = 1):
+    def __init__(self, max_rows: int = 512, max_wait: float = 0.0, threads: int = 2):
         if max_rows < 1 or max_wait < 0 or threads < 1:
             raise ValueError("max_rows and threads must be at least 1, max_wait at least 0")
         self.max_rows = max_rows
