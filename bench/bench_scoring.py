@@ -1,44 +1,51 @@
-"""Benchmark single-row /score at 32 concurrent connections, loopback only, bounded in requests and time.
+"""Benchmark single-row POST /score for every model kind the samples serve, side by side in one run.
 
-    .venv/bin/python bench/bench_scoring.py [--requests 4000] [--seconds 20] [--connections 32]
+    .venv/bin/python bench/bench_scoring.py [--package local/package] [--seconds 6] [--connections 32]
 
-Measures, in one run on this machine: (a) this service (``ml_service.scoring.serve``, one uvicorn worker) and
-(b) the same diabetes model behind ``diabetes_regression/scoring/score.py`` under azureml-inference-server-http
-(gunicorn, one worker, started on 127.0.0.1 by ``ml_service.scoring.inference_server``), plus the in-process
-ceiling: ``model.predict`` on a one-row DataFrame, and the service's own validation + predict path.
-The load generator is a minimal asyncio HTTP/1.1 keep-alive client (httpx's own overhead would dominate
-on 2 cores). It shares the cores with the server, so absolute numbers are pessimistic; compare ratios.
+Needs wrk (``apt-get install -y wrk``) and the package ``make run`` (or ``make package``) writes. For each model
+kind (the diabetes Ridge on the NumPy path, the FLAML diabetes pipeline, the ExtraTrees energy model, one ridge
+partition model) it measures, loopback only, each server warmed up for 2 s first:
+
+- this service (``ml_service.scoring.serve --package``) with 1 and with 2 workers;
+- azureml-inference-server-http (one gunicorn worker, its default) running the project's entry script
+  ``ml_service/scoring/azureml_score.py`` on the same package;
+- the in-process ceiling: ``model.predict`` of 1 row and of 32 rows, in ms per call.
+
+It also checks, on the packaged models, that the service's answers under concurrent load equal unbatched
+``predict`` row by row. The load generator shares the 2 cores with the server: compare ratios within one run.
 Not part of the tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pandas as pd  # noqa: E402
-from sklearn.datasets import load_diabetes  # noqa: E402
-from sklearn.linear_model import Ridge  # noqa: E402
+import httpx  # noqa: E402
 
-from ml_service.registry.model_folder import save_model_folder  # noqa: E402
-from ml_service.scoring.inputs import rows_to_array, schema_from_metadata  # noqa: E402
+from ml_service.scoring.batching import predict, to_json_values  # noqa: E402
+from ml_service.scoring.inputs import checked_rows_to_input  # noqa: E402
+from ml_service.scoring.model_store import ModelStore  # noqa: E402
 
-COLUMNS = ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
-ROW = [56, 2, 33.1, 88, 200, 143, 36, 5, 4.8, 98]
+MODELS = {
+    "diabetes_regression_model": "Ridge, NumPy path",
+    "diabetes_model": "FLAML ElasticNet pipeline",
+    "nyc_energy_model": "ExtraTrees",
+    "nyc_energy_regions_model/region=r0001": "ridge partition pipeline",
+}
+WRK_SCRIPT = 'wrk.method = "POST"\nwrk.body = {body}\nwrk.headers["Content-Type"] = "application/json"\n'
 
 
 def free_port() -> int:
@@ -47,227 +54,173 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_model(folder: Path) -> Ridge:
-    data = load_diabetes(scaled=False, as_frame=True).frame
-    x = data.drop(columns=["target"])
-    x.columns = COLUMNS
-    model = Ridge(alpha=0.5).fit(x, data["target"])
-    # as the train step writes it: input columns and two sample rows
-    metadata = {"model_name": "diabetes_model", "input_columns": COLUMNS, "sample_input": x.head(2).to_numpy().tolist()}
-    save_model_folder(model, folder, metadata)
-    return model
-
-
-def write_package(root: Path) -> Path:
-    package = root / "package"
-    build_model(package / "models" / "diabetes_model")
-    manifest = {
-        "kind": "scoring_package",
-        "format": 1,
-        "models": [{"name": "diabetes_model", "version": "1", "path": "models/diabetes_model", "kind": "model"}],
-    }
-    (package / "manifest.json").write_text(json.dumps(manifest))
-    return package
-
-
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def wait_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"port {port} not open after {timeout} s")
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
-async def one_connection(port: int, request: bytes, counter: list[int], latencies: list[float], deadline: float):
-    reader = writer = None
-    try:
-        while counter[0] > 0 and time.perf_counter() < deadline:
-            counter[0] -= 1
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            await reader.readexactly(int(headers.get("content-length", "0")))
-            latencies.append(time.perf_counter() - started)
-            if status != 200:
-                raise RuntimeError(f"HTTP {status}")
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-                reader = writer = None
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-async def load(port: int, path: str, body: bytes, requests: int, connections: int, seconds: float) -> dict:
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    warm: list[float] = []
-    await asyncio.gather(*(one_connection(port, request, [20], warm, time.perf_counter() + 10) for _ in range(4)))
-    latencies: list[float] = []
-    counter = [requests]
-    started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(*(one_connection(port, request, counter, latencies, deadline) for _ in range(connections)))
-    elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "requests": len(ordered),
-        "rps": len(ordered) / elapsed,
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
-    }
-
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY")
-wrk.headers["Content-Type"] = "application/json"
-"""
-
-
-def _wrk_ms(text: str) -> float:
-    """wrk prints latencies as 456.00us, 1.23ms or 1.02s."""
+def _ms(text: str) -> float:
     for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if text.endswith(unit):
             return float(text.removesuffix(unit)) * factor
-    raise ValueError(f"wrk latency {text!r}")
+    raise ValueError(text)
 
 
-def load_wrk(port: int, path: str, body: bytes, connections: int, seconds: float) -> dict:
-    """The same load from wrk (a C load generator, lighter than Python), when it is installed."""
+def wrk(url: str, body: dict, connections: int, seconds: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT.replace('os.getenv("BENCH_BODY")', json.dumps(body.decode())))
-    url = f"http://127.0.0.1:{port}{path}"
-    # warm-up: connections opened, model loaded, caches hot; only the second run is measured
-    subprocess.run(["wrk", "-t2", f"-c{connections}", "-d2s", "-s", script.name, url], capture_output=True, timeout=60)
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency", "-s", script.name]
-    out = subprocess.run(
-        [*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=seconds + 30
-    )
-    os.unlink(script.name)
-    fields = {}
-    for line in out.stdout.splitlines():
+        script.write(WRK_SCRIPT.format(body=json.dumps(json.dumps(body))))
+    try:
+        subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", script.name, url], capture_output=True)
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    fields = {"non2xx": 0, "errors": ""}
+    for line in out.splitlines():
         parts = line.split()
         if line.strip().startswith(("50%", "99%")):
-            fields[parts[0]] = _wrk_ms(parts[1])
+            fields[parts[0]] = _ms(parts[1])
         elif line.startswith("Requests/sec:"):
             fields["rps"] = float(parts[1])
-        elif "requests in" in line:
-            fields["requests"] = int(parts[0])
-        elif line.startswith("Non-2xx"):
-            raise RuntimeError(f"wrk: {line.strip()}")
-    return {"requests": fields["requests"], "rps": fields["rps"], "p50_ms": fields["50%"], "p99_ms": fields["99%"]}
+        elif line.strip().startswith("Non-2xx"):
+            fields["non2xx"] = int(parts[-1])
+        elif line.strip().startswith("Socket errors"):
+            fields["errors"] = line.strip()
+    return fields
 
 
-def in_process(model: Ridge, seconds: float = 2.0) -> dict[str, float]:
-    """Calls per second in one process: the ceiling of one worker, for each way of feeding the model."""
-    frame = pd.DataFrame([ROW], columns=COLUMNS, dtype=float)
-    schema = schema_from_metadata({"input_columns": COLUMNS})
-    ways = {
-        "model.predict(DataFrame)": lambda: model.predict(frame),
-        "model.predict(array) (the service's path here)": lambda: model.predict(rows_to_array(schema, [ROW])),
-    }
-    rates = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for label, work in ways.items():
-            calls, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                work()
-                calls += 1
-            rates[label] = calls / (time.perf_counter() - started)
-    return rates
+def ceiling(store: ModelStore, name: str, row: list, seconds: float = 1.0) -> tuple[float, float]:
+    """ms per predict call for 1 row and for 32 rows, in this process."""
+    loaded = store.get(name)
+    out = []
+    for rows in ([row], [row] * 32):
+        features = checked_rows_to_input(loaded.schema, rows, loaded.array_input)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            predict(loaded, features)
+            calls += 1
+        out.append((time.perf_counter() - started) / calls * 1000)
+    return out[0], out[1]
+
+
+def check_equality(url: str, store: ModelStore, rows: dict[str, list]) -> str:
+    """Concurrent callers, mixed request sizes: each answer must equal unbatched predict (row by row when the model is
+    batched across requests, request by request otherwise)."""
+    bad = []
+    with ThreadPoolExecutor(16) as pool:
+        for name, sample in rows.items():
+            loaded = store.get(name)
+            requests = [[sample[0]] * (1 + i % 5) for i in range(64)]
+            answers = list(
+                pool.map(
+                    lambda r, name=name: httpx.post(
+                        f"{url}/score", json={"model_name": name, "data": r}, timeout=30
+                    ).json()["predictions"],
+                    requests,
+                )
+            )
+            for part, answer in zip(requests, answers, strict=True):
+                if loaded.batch_invariant:
+                    one = to_json_values(
+                        predict(loaded, checked_rows_to_input(loaded.schema, part[:1], loaded.array_input))
+                    )
+                    expected = one * len(part)
+                else:
+                    expected = to_json_values(
+                        predict(loaded, checked_rows_to_input(loaded.schema, part, loaded.array_input))
+                    )
+                if answer != expected:
+                    bad.append(name)
+                    break
+    kinds = ", ".join(f"{n}: {'batched' if store.get(n).batch_invariant else 'per request'}" for n in rows)
+    return (
+        "equal to unbatched predict for every model" if not bad else f"DIFFERENT for {sorted(set(bad))}"
+    ) + f" ({kinds})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--package", type=Path, default=ROOT / "local" / "package")
+    parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument(
-        "--client", choices=("auto", "python", "wrk"), default="auto", help="load generator (auto: wrk when installed)"
-    )
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench_scoring: wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    try:
+        store = ModelStore.from_package(args.package, 64)
+    except Exception as exc:  # noqa: BLE001 - one line naming the fix
+        print(f"bench_scoring: {exc}: run make package first", file=sys.stderr)
+        return 2
+    rows = {name: store.entry(name).metadata()["sample_input"][:1] for name in MODELS if name in store}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCORING_API_KEY": "", "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        package = write_package(Path(tmp))
-        model_dir = package / "models" / "diabetes_model"
-        servers = {
-            "service (FastAPI, 1 worker)": (
-                ["-m", "ml_service.scoring.serve", "--package", str(package)],
-                {},
-                "/score",
-                {"model_name": "diabetes_model", "data": [ROW]},
-            ),
-            "service (FastAPI, 2 workers)": (
-                ["-m", "ml_service.scoring.serve", "--package", str(package), "--workers", "2"],
-                {},
-                "/score",
-                {"model_name": "diabetes_model", "data": [ROW]},
-            ),
-            "azmlinfsrv (score.py, 1 worker)": (
-                [
-                    "-m",
-                    "ml_service.scoring.inference_server",
-                    "--entry_script",
-                    str(ROOT / "diabetes_regression" / "scoring" / "score.py"),
-                ],
-                {"AZUREML_MODEL_DIR": str(model_dir)},
-                "/score",
-                {"data": [ROW]},
-            ),
-        }
-        for label, (argv, extra_env, path, payload) in servers.items():
-            port = free_port()
-            process = start([*argv, "--port", str(port)], {**env, **extra_env})
-            try:
-                wait_port(port, process)
-                body = json.dumps(payload).encode()
-                if use_wrk:
-                    results[label] = load_wrk(port, path, body, args.connections, args.seconds)
-                else:
-                    results[label] = asyncio.run(load(port, path, body, args.requests, args.connections, args.seconds))
-            finally:
-                process.terminate()
-                process.wait(timeout=15)
-        ceilings = in_process(build_model(Path(tmp) / "ceiling"))
-    client = "wrk" if use_wrk else "Python asyncio client"
-    print(f"single-row /score, {args.connections} connections, loopback, {os.cpu_count()} cores, load from {client}")
-    for label, r in results.items():
-        print(
-            f"  {label:34s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
-            f"  ({r['requests']} requests)"
+    servers = {
+        "service, 1 worker": ["-m", "ml_service.scoring.serve", "--package", str(args.package), "--workers", "1"],
+        "service, 2 workers": ["-m", "ml_service.scoring.serve", "--package", str(args.package), "--workers", "2"],
+        "azmlinfsrv + azureml_score.py": [
+            "-m",
+            "ml_service.scoring.inference_server",
+            "--entry_script",
+            str(ROOT / "ml_service" / "scoring" / "azureml_score.py"),
+        ],
+    }
+    results: dict[tuple[str, str], dict] = {}
+    equality = ""
+    for label, argv in servers.items():
+        port = free_port()
+        extra = {"AZUREML_MODEL_DIR": str(args.package.resolve())} if "azml" in label else {}
+        process = subprocess.Popen(
+            [sys.executable, *argv, "--port", str(port)],
+            cwd=ROOT,
+            env={**env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-    for label, rate in ceilings.items():
-        print(f"  in-process {label}: {rate:.0f} calls/s")
-    predict_rate = max(ceilings.values())
-    theirs = results["azmlinfsrv (score.py, 1 worker)"]
-    for label in ("service (FastAPI, 1 worker)", "service (FastAPI, 2 workers)"):
-        ours = results[label]
-        print(
-            f"{label}: {ours['rps'] / theirs['rps']:.2f}x azmlinfsrv (target >= 2x); "
-            f"p99 {ours['p99_ms']:.1f} ms (target < 20 ms); {ours['rps'] / predict_rate:.2f} of one process's ceiling"
-        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url + "/", process)
+            if label == "service, 2 workers":
+                equality = check_equality(url, store, rows)
+            for name, row in rows.items():
+                results[(label, name)] = wrk(
+                    f"{url}/score", {"model_name": name, "data": row}, args.connections, args.seconds
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    ceilings = {name: ceiling(store, name, row[0]) for name, row in rows.items()}
+    print(
+        f"single-row POST /score, wrk -t1 -c{args.connections} -d{int(args.seconds)}s, loopback, {os.cpu_count()} cores"
+    )
+    print(
+        "| model | service, 1 worker | service, 2 workers | azmlinfsrv + azureml_score.py "
+        "| 2 workers / azmlinfsrv | in-process predict, 1 row / 32 rows |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in rows:
+        cells = []
+        for label in servers:
+            r = results[(label, name)]
+            cell = f"{r['rps']:,.0f} req/s, p50 {r['50%']:.1f} ms, p99 {r['99%']:.1f} ms"
+            if r["non2xx"] or r["errors"]:
+                cell += f" ({r['non2xx']} non-2xx {r['errors']})"
+            cells.append(cell)
+        ratio = results[("service, 2 workers", name)]["rps"] / results[("azmlinfsrv + azureml_score.py", name)]["rps"]
+        one, many = ceilings[name]
+        print(f"| `{name}` ({MODELS[name]}) | {' | '.join(cells)} | {ratio:.1f}x | {one:.2f} ms / {many:.2f} ms |")
+    print(f"batching check under load: {equality}")
     return 0
 
 

@@ -87,3 +87,35 @@ def test_ff_score_script_under_azureml_inference_server(tmp_path):
         assert len(response.json()["predictions"]) == 2
     finally:
         stop(process)
+
+
+GENERIC_SCRIPT = REPO_ROOT / "ml_service" / "scoring" / "azureml_score.py"
+
+
+@pytest.mark.slow
+def test_generic_entry_script_serves_the_package_with_partitions_and_4xx_errors(tmp_path):
+    from tests.test_scoring_support import build_model_set, write_package
+
+    root = write_package(
+        tmp_path / "ctx",
+        {
+            "diabetes_model": save_single(diabetes_model(), tmp_path / "d"),
+            "nyc_energy_regions_model": build_model_set(tmp_path / "set", ["r0001", "r0002"]),
+        },
+    )
+    process, url = serve_azureml(GENERIC_SCRIPT, root)
+    try:
+        partition = {"model_name": "nyc_energy_regions_model/region=r0002", "data": ENERGY_ROWS}
+        response = httpx.post(f"{url}/score", json=partition, timeout=10)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 2 and response.json()["set_version"] == "1"
+        single = httpx.post(f"{url}/score", json={"model_name": "diabetes_model", "data": DIABETES_ROWS}, timeout=10)
+        assert single.status_code == 200 and len(single.json()["predictions"]) == 2
+        unknown = httpx.post(f"{url}/score", json={"model_name": "nope", "data": DIABETES_ROWS}, timeout=10)
+        assert unknown.status_code == 404 and unknown.json()["field"] == "model_name"
+        bad = httpx.post(f"{url}/score", json={"model_name": "diabetes_model", "data": [[1, 2]]}, timeout=10)
+        assert bad.status_code == 422 and bad.json()["field"] == "data[0]"
+        bad_time = {"model_name": "nyc_energy_regions_model/region=r0001", "data": [["soon", 0, 1]]}
+        assert httpx.post(f"{url}/score", json=bad_time, timeout=10).json()["field"] == "data[0][0]"
+    finally:
+        stop(process)

@@ -84,7 +84,9 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
     registry_client = TestClient(create_app(ModelStore.from_registry(settings), settings))
     key_file = tmp_path / "key"
     key_file.write_text("k3y\n")
-    process, url = serve_package(out, {**os.environ, "SCORING_API_KEY": "k3y"}, free_port())
+    # one worker: the model.json edited below belongs to a model this worker has loaded (a worker that had not would
+    # refuse the edited file: its sha256 no longer matches the manifest)
+    process, url = serve_package(out, {**os.environ, "SCORING_API_KEY": "k3y"}, free_port(), "--workers", "1")
     auth = {"Authorization": "Bearer k3y"}
     try:
         cases = (

@@ -148,3 +148,54 @@ def serve_package(folder: Path, env: dict, port: int | None = None, *extra: str)
         stop(process)
         raise
     return process, url
+
+
+class GateModel:
+    """A model whose predict announces itself (creates ``started``) and then waits for the file ``gate``: a
+    prediction that is provably in progress while a test probes the server (bounded: 60 s)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def predict(self, x):
+        Path(self.folder, "started").touch()
+        deadline = time.monotonic() + 60
+        while not Path(self.folder, "gate").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return np.zeros(len(x))
+
+
+def write_package(root: Path, folders: dict[str, Path]) -> Path:
+    """A scoring package as ``ml_service.scoring.package`` lays it out (manifest with each file's sha256), from
+    model folders or model-set folders, without a registry."""
+    import json
+    import shutil
+
+    from ml_service.registry.model_set import is_model_set
+    from ml_service.scoring.package import _files
+
+    package = root / "package"
+    entries = []
+    for name, folder in folders.items():
+        target = package / "models" / name
+        shutil.copytree(folder, target)
+        kind = "model_set" if is_model_set(target) else "model"
+        entries.append({"name": name, "version": "1", "kind": kind, "path": f"models/{name}", "files": _files(target)})
+    (package / "manifest.json").write_text(json.dumps({"kind": "scoring_package", "format": 1, "models": entries}))
+    return root
+
+
+def serve_test_package(root: Path, env: dict, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``serve --package root`` on 127.0.0.1 with the repository importable (test models live in tests/)."""
+    port = free_port()
+    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+    process = start_process(
+        ["-m", "ml_service.scoring.serve", "--package", str(root), "--port", str(port), *extra], env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+    except BaseException:
+        stop(process)
+        raise
+    return process, url

@@ -1,6 +1,6 @@
 """The model registry: MLflow, in a local SQLite store by default or an Azure ML workspace by URI.
 
-A model version holds a model folder (model.joblib + model.json, or a model set with a manifest). "In
+A model version holds an MLflow model written by ml_service.registry.mlflow_model (a single model or a model set). "In
 production" is an alias on one version; moving the alias is always the last write of a registration.
 """
 

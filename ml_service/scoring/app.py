@@ -10,41 +10,49 @@ Endpoints (``create_app(store, settings)``):
 - ``GET /models[?prefix=P&offset=N&limit=M]``: JSON list of ``{name, version, metrics, kind[, model_set,
   set_version]}``, sorted by name; the header ``X-Total-Count`` gives the number matching ``prefix``.
   ``GET /models/{name}`` adds the input columns and a sample input (reads metadata only, loads no model).
-- ``GET /health``: 200 ``{"live": true, "ready": true, ...}`` when models are servable, 503 when none are.
-- ``GET /metrics``: Prometheus text. OpenAPI: ``/docs`` and ``/openapi.json``.
+- ``GET /health``: 200 ``{"live": true, "ready": true, ...}`` when models are servable, 503 when none are. It
+  never waits for scoring: predictions run on their own thread, not on the event loop.
+- ``GET /metrics``: Prometheus text (it names the scored models: protected like ``/models`` when a key is set).
+- OpenAPI: ``/docs`` (Swagger UI served from the app's own files, works offline) and ``/openapi.json``.
+
+Concurrent ``/score`` requests for the same model are answered by one ``predict`` call
+(``ml_service.scoring.batching``); each caller gets exactly its own rows' predictions.
 
 Errors are JSON ``{"detail": ..., "field": ..., "request_id": ...}``: 400 malformed JSON, 401 missing/wrong key,
-404 unknown model (says to ``GET /models``), 413 body over ``SCORING_MAX_BODY_BYTES``, 422 invalid fields.
-When ``SCORING_API_KEY`` is set, ``/score`` and ``/models`` need ``Authorization: Bearer <key>``; ``/health``,
-``/metrics`` and the docs stay open. Every request logs one JSON line on the ``ml_service.scoring.requests``
-logger; Application Insights (OpenTelemetry) is configured only when ``APPLICATIONINSIGHTS_CONNECTION_STRING``
-is set.
+404 unknown model (says to ``GET /models``), 413 body over ``SCORING_MAX_BODY_BYTES``, 422 invalid fields, 503 a
+model that cannot be loaded (its files are missing, corrupt or not the ones packaged; said once, then refused at
+once). When ``SCORING_API_KEY`` is set, ``/score``, ``/models`` and ``/metrics`` need
+``Authorization: Bearer <key>``; ``/health`` and the docs stay open. Every request logs one JSON line on the
+``ml_service.scoring.requests`` logger; Application Insights (OpenTelemetry) is configured only when
+``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-import math
 import re
 import time
 import uuid
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
 
-from ml_service.scoring.inputs import InputError, rows_to_array, rows_to_frame
-from ml_service.scoring.model_store import ModelStore
+from ml_service.scoring.batching import Batcher, ModelRejected
+from ml_service.scoring.inputs import InputError
+from ml_service.scoring.model_store import ModelStore, ModelUnavailable
 from ml_service.util.env_variables import Settings
 
 LOGGER_NAME = "ml_service.scoring.requests"
@@ -54,6 +62,20 @@ TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 KNOWN_PATHS = ("/score", "/models", "/health", "/metrics", "/docs", "/openapi.json")
 LIST_HINT = "list the servable models with GET /models (partition models are named <model_name>/<model key>)"
+MAX_NAME = 256  # longest model_name accepted (a longer one is refused without being echoed or logged whole)
+DOCS_ASSETS = "/docs/assets"
+
+
+def _docs_assets_folder() -> Path:
+    """Swagger UI's JavaScript and CSS from the fastapi-offline wheel: /docs works without internet."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def _bounded(name: str) -> str:
+    return name if len(name) <= 80 else f"{name[:60]}...({len(name)} characters)"
+
 
 SCORE_BODY_SCHEMA = {
     "type": "object",
@@ -66,6 +88,49 @@ SCORE_BODY_SCHEMA = {
             "example": [["2017-08-13 06:00", 0, 50]],
         },
     },
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["detail", "status"],
+    "properties": {
+        "detail": {"type": "string", "description": "what is wrong and how to fix it"},
+        "status": {"type": "integer"},
+        "field": {"type": "string", "description": "the request field at fault, e.g. data[0][2]"},
+        "request_id": {"type": "string"},
+    },
+}
+SCORE_ANSWER_SCHEMA = {
+    "type": "object",
+    "required": ["model_name", "model_version", "predictions"],
+    "properties": {
+        "model_name": {"type": "string", "example": "nyc_energy_model"},
+        "model_version": {"type": "string", "example": "3"},
+        "predictions": {
+            "type": "array",
+            "description": "one prediction per row sent, in order (null where the model gave NaN or infinity)",
+            "items": {
+                "oneOf": [
+                    {"type": ["number", "null"]},
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": ["number", "null"]}},
+                ]
+            },
+            "example": [5123.4],
+        },
+        "model_set": {"type": "string", "description": "partition models only: the model set's name"},
+        "set_version": {"type": "string", "description": "partition models only: the model set's version"},
+    },
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    content = {"application/json": {"schema": ERROR_SCHEMA}}
+    return {status: {"description": "error", "content": content} for status in statuses}
+
+
+SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "predictions", "content": {"application/json": {"schema": SCORE_ANSWER_SCHEMA}}},
+    **_errors(400, 401, 404, 413, 422, 503),
 }
 
 
@@ -104,6 +169,13 @@ class _Metrics:
         self.loaded = Gauge("scoring_models_loaded", "Models in the LRU cache", registry=self.registry)
         self.loads = Gauge("scoring_model_loads", "Model loads since start", registry=self.registry)
         self.evictions = Gauge("scoring_model_evictions", "Cache evictions since start", registry=self.registry)
+        self.unavailable = Gauge("scoring_models_unavailable", "Models that failed to load", registry=self.registry)
+        self.batch_requests = Histogram(
+            "scoring_batch_requests",
+            "Requests answered by one predict call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
 
 
 class RequestLog:
@@ -163,14 +235,19 @@ class RequestLog:
 
 
 def _json_or_none(raw: bytes | str) -> Any:
-    """Parse JSON; Python's parser is the fallback so NaN/Infinity get a field-level error later."""
+    """Parse JSON; Python's parser is the fallback so NaN/Infinity get a field-level error later. orjson refuses
+    nesting deeper than 1024; the fallback must not then recurse 100,000 levels into a RecursionError."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise ApiError(400, "not valid JSON: nested too deeply (rows are lists of values)", "body") from None
         try:
             return json.loads(raw)
+        except RecursionError:
+            raise ApiError(400, "not valid JSON: nested too deeply (rows are lists of values)", "body") from None
         except ValueError as exc:
-            raise ApiError(400, f"not valid JSON: {exc}", "body") from None
+            raise ApiError(400, f"not valid JSON: {str(exc)[:200]}", "body") from None
 
 
 def create_app(store: ModelStore, settings: Settings) -> FastAPI:
@@ -186,8 +263,19 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         description="Every production model behind one API. Partition models: `<model_name>/<model key>`.",
         version="1",
         default_response_class=JSONBody,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.store = store
+    batcher = Batcher(settings.scoring_batch_max_rows, settings.scoring_batch_wait_ms / 1000)
+    batcher.on_batch = lambda requests, rows: metrics.batch_requests.observe(requests)
+    app.state.batcher = batcher
+    # Loads (unpickling, hashing) get their own threads: a cold model never waits behind predictions, and
+    # predictions for warm models never wait behind a load.
+    loads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
+    app.router.on_shutdown.append(batcher.close)
+    app.router.on_shutdown.append(lambda: loads.shutdown(wait=False, cancel_futures=True))
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets_folder()), name="docs-assets")
 
     def error(request: Request, status: int, message: str, field: str | None = None, **extra: Any) -> Response:
         body: dict[str, Any] = {"detail": message, "status": status}
@@ -233,35 +321,26 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         info = request.scope.get(STATE_KEY, {})
         if not isinstance(model_name, str) or not model_name:
             raise ApiError(422, "model_name must be a non-empty string", "model_name")
+        if len(model_name) > MAX_NAME:
+            info["model"] = _bounded(model_name)
+            raise ApiError(422, f"model_name has {len(model_name)} characters; at most {MAX_NAME}", "model_name")
         info["model"] = model_name
         loaded = store.cached(model_name)
         if loaded is None:
-            entry = store.entry(model_name)
-            if entry is None:
+            if store.entry(model_name) is None:
                 raise ApiError(404, f"unknown model {model_name!r}: {LIST_HINT}", "model_name", models_url="/models")
             try:
-                loaded = await run_in_threadpool(store.get, model_name)
-            except Exception as exc:
-                logging.getLogger(__name__).exception("loading %s failed", model_name)
-                raise ApiError(500, f"model {model_name!r} could not be loaded ({type(exc).__name__})") from None
+                loaded = await asyncio.get_running_loop().run_in_executor(loads, store.get, model_name)
+            except ModelUnavailable as exc:
+                raise ApiError(503, str(exc), "model_name") from None
         entry = loaded.entry
         info["model_version"] = entry.version
         try:
-            features = (rows_to_array if loaded.array_input else rows_to_frame)(loaded.schema, rows)
+            values = await batcher.submit(loaded, rows)
         except InputError as exc:
             raise ApiError(422, str(exc), exc.field) from None
-        try:
-            if loaded.array_input:
-                with warnings.catch_warnings():  # "X does not have valid feature names": checked at load time
-                    warnings.simplefilter("ignore", UserWarning)
-                    predictions = np.asarray(loaded.model.predict(features))
-            else:
-                predictions = np.asarray(loaded.model.predict(features))
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise ApiError(422, f"model {model_name!r} rejected the data: {exc}", "data") from None
-        values = predictions.tolist()
-        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
-            values = [v if not isinstance(v, float) or math.isfinite(v) else None for v in values]
+        except ModelRejected as exc:
+            raise ApiError(422, f"model {model_name!r} rejected the data: {str(exc)[:300]}", "data") from None
         info["predictions"] = len(values)
         metrics.predictions.labels(entry.model_set or entry.name).inc(len(values))
         body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "predictions": values}
@@ -271,7 +350,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
             body["set_version"] = entry.set_version
         return JSONBody(body)
 
-    @app.get("/score", summary="Score rows given in the query string")
+    @app.get("/score", summary="Score rows given in the query string", responses=SCORE_RESPONSES)
     async def score_get(
         request: Request,
         model_name: str = Query(..., description="e.g. nyc_energy_model or nyc_energy_regions_model/region=r0001"),
@@ -289,6 +368,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.post(
         "/score",
         summary="Score rows given in a JSON body",
+        responses=SCORE_RESPONSES,
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": SCORE_BODY_SCHEMA}}}
         },
@@ -326,7 +406,13 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     ) -> Response:
         check_key(request)
         names = store.names(prefix)
-        page = [store.entry(name).describe() for name in names[offset : offset + limit]]
+        unavailable = store.unavailable
+        page = []
+        for name in names[offset : offset + limit]:
+            item = store.entry(name).describe()
+            if name in unavailable:
+                item["unavailable"] = unavailable[name]
+            page.append(item)
         return JSONBody(page, headers={"X-Total-Count": str(len(names))})
 
     @app.get("/models/{name:path}", summary="One model: version, metrics, input columns, sample input")
@@ -335,7 +421,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         entry = store.entry(name)
         if entry is None:
             raise ApiError(404, f"unknown model {name!r}: {LIST_HINT}", "name", models_url="/models")
-        metadata = await run_in_threadpool(entry.metadata)
+        metadata = await asyncio.get_running_loop().run_in_executor(loads, entry.metadata)
         out = entry.describe()
         out["input_columns"] = metadata.get("input_columns") or []
         if metadata.get("input_schema"):
@@ -343,23 +429,45 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         if metadata.get("sample_input") is not None:
             out["sample_input"] = metadata["sample_input"]
         out["loaded"] = store.cached(name) is not None
+        reason = store.unavailable.get(name)
+        if reason:
+            out["unavailable"] = reason
         return JSONBody(out)
 
     @app.get("/health", summary="Liveness and readiness")
     async def health() -> Response:
-        ready = len(store) > 0
+        unavailable = len(store.unavailable)
+        ready = len(store) > unavailable
+        status = "ok" if ready else ("not ready: no models" if not len(store) else "not ready: no model loads")
+        if ready and unavailable:
+            status = f"degraded: {unavailable} model(s) cannot be loaded (GET /models lists why)"
         body = {
-            "status": "ok" if ready else "not ready: no models",
+            "status": status,
             "live": True,
             "ready": ready,
             "models": len(store),
             "loaded": len(store.loaded),
+            "unavailable": unavailable,
             "cache_size": store.cache_size,
         }
+        if settings.scoring_instance_id:
+            body["instance"] = settings.scoring_instance_id
         return JSONBody(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def prometheus() -> Response:
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics (names the scored models: needs the key when one is set)")
+    async def prometheus(request: Request) -> Response:
+        check_key(request)
+        metrics.unavailable.set(len(store.unavailable))
         metrics.models.set(len(store))
         metrics.loaded.set(len(store.loaded))
         metrics.loads.set(store.loads)

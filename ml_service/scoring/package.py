@@ -7,7 +7,8 @@ Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`
     Dockerfile            python:3.11-slim, non-root, serves /app/package on 0.0.0.0:5001 inside the container
     sample_request.json   one ``POST /score`` body per packaged model, from its input example (pre-traffic checks)
     requirements.txt      the lines of requirements.lock the service and the models need (see below)
-    package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file
+    package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file (hashed from the
+                          files downloaded from the registry; the service loads a model only if they match)
     package/models/<name>/...  the production version's files (a model folder or a model set)
     ml_service/...        the serving subset (util, registry readers, scoring; not MLflow, not the deployers)
     <use case>/...        every use-case package's .py/.json files (pickled models import them, e.g. ff.features)
@@ -17,7 +18,7 @@ The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is never h
 ``DIR`` is replaced only if it is a previous package.
 
 requirements.txt: the closure of the service's top-level packages (``SERVICE_PACKAGES``) plus the model
-libraries the pickles reference (``MODEL_LIBRARIES``, found by scanning each ``model.joblib`` for the module
+libraries the pickles reference (``MODEL_LIBRARIES``, found by scanning each ``model.pkl`` for the module
 name), following the ``# via`` comments of ``requirements.lock`` downwards; lines are copied verbatim
 (pins and environment markers).
 """
@@ -47,6 +48,7 @@ SERVICE_PACKAGES = (
     "orjson",
     "prometheus-client",
     "azure-monitor-opentelemetry",
+    "fastapi-offline",
     "python-dotenv",
     "numpy",
     "pandas",
@@ -67,7 +69,11 @@ SERVICE_CODE = (
     "ml_service/registry/model_set.py",
     "ml_service/scoring/__init__.py",
     "ml_service/scoring/app.py",
+    "ml_service/scoring/azureml_score.py",
+    "ml_service/scoring/batching.py",
+    "ml_service/scoring/http_guard.py",
     "ml_service/scoring/inputs.py",
+    "ml_service/scoring/model_reader.py",
     "ml_service/scoring/model_store.py",
     "ml_service/scoring/serve.py",
 )
@@ -84,6 +90,8 @@ RUN pip install -r /app/requirements.txt \\
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin scoring
 COPY . /app
 USER 10001
+# One worker process per core the container may use (0), what served best in bench/bench_scoring.py.
+ENV SCORING_WORKERS=0
 EXPOSE {PORT}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)"]

@@ -3,23 +3,37 @@
     python -m ml_service.scoring.serve --package DIR [--port N] [--host 127.0.0.1] [--workers N]
 
 ``--package`` serves a build context written by ``ml_service.scoring.package`` (``DIR`` or ``DIR/package``);
-without it, the registry's production models are downloaded and served. The port defaults to ``SCORING_PORT``.
-Bind to 0.0.0.0 only inside a container (the packaged Dockerfile does). ``--workers N`` (with ``--package``) runs
-N processes, each with its own model cache: scoring is CPU-bound, so one worker per core serves about N times
-the requests.
+without it, the registry's production models are downloaded and served (one process). The port defaults to
+``SCORING_PORT``. Bind to 0.0.0.0 only inside a container (the packaged Dockerfile does). ``--workers N`` (with
+``--package``; default ``SCORING_WORKERS``, 0 = one per available core) runs N processes, each with its own model
+cache: scoring is CPU-bound, and one per core is what served best in ``bench/bench_scoring.py``. Workers die with
+the process that started them (also after a ``kill -9`` of it), so a restart never finds the port still taken.
+
+Connection limits (``ml_service.scoring.http_guard``): request line + headers ``SCORING_MAX_HEADER_BYTES``, a
+request must arrive whole within ``SCORING_READ_TIMEOUT`` seconds, idle keep-alive connections close after 5 s,
+at most ``SCORING_MAX_CONNECTIONS`` connections per worker (503 beyond).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from ml_service.scoring.app import LOGGER_NAME, create_app
+from ml_service.scoring.http_guard import GuardedHttpToolsProtocol
 from ml_service.scoring.model_store import CatalogueError, ModelStore
-from ml_service.util.env_variables import SettingsError, load_settings
+from ml_service.util.env_variables import Settings, SettingsError, load_settings
+
+PACKAGE_VARIABLE = "SCORING_PACKAGE_DIR"
+PARENT_VARIABLE = "SCORING_PARENT_PID"
+KEEP_ALIVE_SECONDS = 5
+PR_SET_PDEATHSIG = 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,19 +41,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--package", type=Path, help="package folder (default: the registry's production models)")
     parser.add_argument("--port", type=int, help="port (default: SCORING_PORT, 5001)")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--workers", type=int, help="worker processes (default SCORING_WORKERS, 1; >1 needs --package)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default SCORING_WORKERS; 0 = one per core; >1 needs --package)"
+    )
     return parser.parse_args(argv)
 
 
-PACKAGE_VARIABLE = "SCORING_PACKAGE_DIR"
+def die_with_parent(parent: int) -> None:
+    """End this worker when ``parent`` (the process that started it) ends, however it ends.
+
+    Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG); elsewhere a thread polls the parent
+    id. Either way, a parent already gone before this ran is caught by comparing the parent id."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def app_from_environment():
     """App factory for worker processes: each builds its own store from the package named in the environment."""
-    import os
-
+    parent = os.environ.get(PARENT_VARIABLE)
+    if parent:
+        die_with_parent(int(parent))
     settings = load_settings()
     setup_logging()
+    GuardedHttpToolsProtocol.configure(settings.scoring_max_header_bytes, settings.scoring_read_timeout)
     store = ModelStore.from_package(Path(os.environ[PACKAGE_VARIABLE]), settings.scoring_cache_size)
     return create_app(store, settings)
 
@@ -53,12 +89,25 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def server_options(settings: Settings) -> dict:
+    """uvicorn options shared by the one-process and the multi-worker runs."""
+    return {
+        "http": GuardedHttpToolsProtocol.configure(settings.scoring_max_header_bytes, settings.scoring_read_timeout),
+        "limit_concurrency": settings.scoring_max_connections,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "log_level": "warning",
+        "access_log": False,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings()
         if args.workers is None:
-            args.workers = settings.scoring_workers
+            args.workers = settings.scoring_worker_count if args.package else 1
+        elif args.workers == 0:
+            args.workers = settings.scoring_worker_count
         if args.workers < 1 or (args.workers > 1 and not args.package):
             raise ValueError("--workers must be at least 1, and more than 1 needs --package")
         started = time.perf_counter()
@@ -78,29 +127,26 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     setup_logging()
-    app = create_app(store, settings)
     port = args.port or settings.scoring_port
     source = args.package or "the registry"
     print(
         f"serve: {len(store)} models from {source} catalogued in {time.perf_counter() - started:.2f} s; "
-        f"http://{args.host}:{port} (docs at /docs)",
+        f"{args.workers} worker(s); http://{args.host}:{port} (docs at /docs)",
         flush=True,
     )
     if args.workers > 1:
-        import os
-
         os.environ[PACKAGE_VARIABLE] = str(args.package.resolve())
+        os.environ[PARENT_VARIABLE] = str(os.getpid())
         uvicorn.run(
             "ml_service.scoring.serve:app_from_environment",
             factory=True,
             workers=args.workers,
             host=args.host,
             port=port,
-            log_level="warning",
-            access_log=False,
+            **server_options(settings),
         )
         return 0
-    uvicorn.run(app, host=args.host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(store, settings), host=args.host, port=port, **server_options(settings))
     return 0
 
 

@@ -52,6 +52,22 @@ Bool = Annotated[bool, BeforeValidator(_bool_word)]
 Count = Annotated[int, Field(ge=0)]
 PositiveCount = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+BatchWait = Annotated[float, Field(ge=0, le=100)]
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's --cpus)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def _var(env: str, default: Any, doc: str) -> Any:
@@ -121,10 +137,34 @@ class Settings:
     )
     scoring_port: Port = _var("SCORING_PORT", 5001, "Port of the local scoring service (127.0.0.1).")
     scoring_api_key: str = _var("SCORING_API_KEY", "", "When set, /score needs 'Authorization: Bearer <key>'.")
-    scoring_workers: PositiveCount = _var(
+    scoring_workers: Count = _var(
         "SCORING_WORKERS",
-        1,
-        "Scoring service processes (one per core serves about that many times more).",
+        0,
+        "Scoring service processes; 0 means one per available core (what served best in bench/bench_scoring.py).",
+    )
+    scoring_batch_max_rows: PositiveCount = _var(
+        "SCORING_BATCH_MAX_ROWS", 512, "Most rows in one micro-batch of concurrent /score requests."
+    )
+    scoring_batch_wait_ms: BatchWait = _var(
+        "SCORING_BATCH_WAIT_MS",
+        0.0,
+        "Milliseconds an idle model waits for more requests to batch (0: none; batches form while one runs).",
+    )
+    scoring_max_header_bytes: PositiveCount = _var(
+        "SCORING_MAX_HEADER_BYTES", 16384, "Largest request line + headers accepted (431 above)."
+    )
+    scoring_read_timeout: PositiveCount = _var(
+        "SCORING_READ_TIMEOUT",
+        10,
+        "Seconds a connection may take to send a whole request, or stay silent once open (then it is closed).",
+    )
+    scoring_max_connections: PositiveCount = _var(
+        "SCORING_MAX_CONNECTIONS", 512, "Concurrent connections per worker (503 beyond)."
+    )
+    scoring_instance_id: str = _var(
+        "SCORING_INSTANCE_ID",
+        "",
+        "Echoed by /health when set: lets a launcher check that the server answering is the one it started.",
     )
     scoring_cache_size: PositiveCount = _var(
         "SCORING_CACHE_SIZE", 256, "Models kept loaded in the scoring service's LRU cache."
@@ -168,6 +208,10 @@ class Settings:
     @property
     def workers(self) -> int:
         return self.max_workers or os.cpu_count() or 1
+
+    @property
+    def scoring_worker_count(self) -> int:
+        return self.scoring_workers or available_cores()
 
     @property
     def azure_workspace_configured(self) -> bool:
