@@ -5,6 +5,9 @@ Azure DevOps is not reachable from here, so these tests check what can be checke
 - the variables-only template (which the schema cannot express) has the expected structure;
 - every `template:` reference points at an existing file;
 - every `python -m <module>` the YAML runs exists, answers `--help` and accepts the options it is given;
+- every Azure ML run the YAML starts (`run_pipeline --use-case ...`) is executed locally as a dry run: the job
+  renders and validates offline, and each step's cloud command names a module of the one step set
+  (`ml_service.pipelines.steps.<step>`, the train step as a parallel job) that accepts the options it is given;
 - every `make <target>` the YAML runs is a target of the Makefile.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +23,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ml_service.config import declared_groups, declared_use_cases
 from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import run_module
 
 BIN = Path(sys.executable).parent
 
 # Modules named in docs/contracts.md that the pipelines call but that other developers are still writing.
 # While a module's file is missing, its checks are xfailed; once it lands they run for real.
-# Remove names as they land (an empty set is the goal).
-PENDING_MODULES: set[str] = {
-    "ml_service.scoring.package",
-    "ml_service.util.smoke_test_scoring_service",
-}
+# Add a name only while its module is being written; an empty set is the goal (every module has landed).
+PENDING_MODULES: set[str] = set()
+RUN_PIPELINE = "ml_service.pipelines.azureml.run_pipeline"
+STEPS = ("prepare", "train", "evaluate", "register")
+STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS}
+PARALLEL_ENTRY = "ml_service/pipelines/azureml/parallel_entry.py"
+PLACEHOLDER = re.compile(r"\$\{\{[^}]*\}\}")
 
 YAML_DIRS = (REPO / ".pipelines", REPO / "environment_setup")
 VARIABLE_GROUPS = {"devopsforai-aml-vg", "mmmo-vg"}
@@ -308,6 +316,92 @@ def test_ml_service_module_answers_help_and_takes_the_options_used(module):
 @pytest.mark.parametrize("module", OTHER_MODULES)
 def test_other_modules_are_installed(module):
     assert importlib.util.find_spec(module.split(".")[0]) is not None, module
+
+
+def _run_pipeline_calls() -> list[tuple[str, list[str]]]:
+    """(file, arguments) of every `python -m ...run_pipeline ...` line in the YAML."""
+    calls = []
+    for path in YAML_FILES:
+        for text in _strings(_load(path)):
+            for line in text.splitlines():
+                for match in PYTHON_M.finditer(line):
+                    if match.group(1) == RUN_PIPELINE:
+                        calls.append((_rel(path), shlex.split(match.group(2))))
+    return calls
+
+
+RUN_PIPELINE_CALLS = _run_pipeline_calls()
+
+
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_yaml_runs_declared_use_cases_and_steps():
+    """`--use-case` names a declared use case or group (pyproject.toml), `--steps` only steps of the one set."""
+    assert {" ".join(args) for _, args in RUN_PIPELINE_CALLS} >= {
+        "--use-case diabetes_regression --wait",
+        "--use-case ff --wait",
+        "--use-case ff --steps prepare --wait",
+    }
+    known = set(declared_use_cases(REPO)) | set(declared_groups(REPO))
+    for file, args in RUN_PIPELINE_CALLS:
+        names = (_option(args, "--use-case") or "").split(",")
+        assert names != [""] and set(names) <= known, (file, names, sorted(known))
+        assert set((_option(args, "--steps") or ",".join(STEPS)).split(",")) <= set(STEPS), (file, args)
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory) -> dict[tuple[str, ...], tuple[subprocess.CompletedProcess, Path]]:
+    """Each distinct run the YAML starts, executed here as a dry run (`--wait` is the cloud's part; the job is
+    rendered, validated by the SDK offline and written with the code snapshot it would upload)."""
+    out: dict[tuple[str, ...], tuple[subprocess.CompletedProcess, Path]] = {}
+    for _, args in RUN_PIPELINE_CALLS:
+        key = tuple(a for a in args if a != "--wait")
+        if key not in out:
+            folder = tmp_path_factory.mktemp("dry-run")
+            # module scope runs before the per-test settings fixture: pin the local store here
+            env = {"LOCAL_DIR": str(folder / "local")}
+            result = run_module(RUN_PIPELINE, *key, "--dry-run", "--output", str(folder / "job"), env=env, timeout=300)
+            out[key] = (result, folder / "job")
+    return out
+
+
+@pytest.fixture(scope="module")
+def step_help() -> dict[str, str]:
+    """`--help` of each module of the one step set."""
+    out = {}
+    for module in sorted(STEP_MODULES):
+        result = run_module(module, "--help", timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out[module] = result.stdout
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("file", "args"), RUN_PIPELINE_CALLS, ids=[" ".join(a) for _, a in RUN_PIPELINE_CALLS])
+def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_help):
+    result, folder = dry_runs[tuple(a for a in args if a != "--wait")]
+    assert result.returncode == 0, f"{file}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    job = yaml.safe_load((folder / "pipeline.yml").read_text())
+    steps = (_option(args, "--steps") or ",".join(STEPS)).split(",")
+    assert list(job["jobs"]) == steps, (file, list(job["jobs"]))
+    use_cases = (_option(args, "--use-case") or "").split(",")
+    members = [m for name in use_cases for m in declared_groups(REPO).get(name, [name])]
+    for name, step in job["jobs"].items():
+        component = step["component"]
+        if step["type"] == "parallel":  # the train step: the many-models fan-out as an Azure ML parallel job
+            assert name == "train" and component["task"]["entry_script"] == PARALLEL_ENTRY
+            assert (folder / "code" / PARALLEL_ENTRY).is_file()
+            continue
+        command = shlex.split(PLACEHOLDER.sub("X", component["command"]))
+        assert command[:2] == ["python", "-m"] and command[2] == f"ml_service.pipelines.steps.{name}", command
+        used = [a for a in command[3:] if a.startswith("--")]
+        unknown = [o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", step_help[command[2]])]
+        assert not unknown, f"{command[2]} --help does not list {unknown}, which the job passes"
+        if name == "prepare":  # a group runs as its declared members
+            assert _option(command, "--use-case").split(",") == members, command
+        assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
 
 
 def test_make_targets_exist():

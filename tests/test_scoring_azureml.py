@@ -1,22 +1,20 @@
-"""The Azure ML contract: the use cases' score.py under azureml-inference-server-http on 127.0.0.1, real HTTP."""
+"""Azure ML's inference server (azureml-inference-server-http) on 127.0.0.1 with a registered model, real HTTP.
+
+The use cases' own entry scripts are gone (a registered version is an MLflow model); what stays checked here is
+the platform's launcher `ml_service.scoring.inference_server`: it runs azmlinfsrv bound to the loopback only, and
+an entry script loading a registered version with MLflow's own loader answers through it.
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 
 import httpx
 import pandas as pd
 import pytest
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import Pipeline
 
-from ml_service.registry.model_folder import save_model_folder
 from tests.test_scoring_support import (
-    DIABETES_COLUMNS,
     DIABETES_ROWS,
-    ENERGY_ROWS,
     REPO_ROOT,
     diabetes_model,
     free_port,
@@ -26,20 +24,31 @@ from tests.test_scoring_support import (
     wait_ready,
 )
 
-DIABETES_SCRIPT = REPO_ROOT / "diabetes_regression" / "scoring" / "score.py"
-FF_SCRIPT = REPO_ROOT / "ff" / "scoring" / "score.py"
+# A minimal Azure ML entry script (init/run), as a team could write one: the model folder Azure ML mounts at
+# AZUREML_MODEL_DIR, loaded as the MLflow model it is; columns from its signature.
+ENTRY_SCRIPT = """\
+import json
+import os
+
+import mlflow.pyfunc
+import pandas as pd
+
+model = None
 
 
-def test_diabetes_score_in_process(tmp_path, monkeypatch):
-    save_model_folder(diabetes_model(), tmp_path / "diabetes_model" / "1", {"input_columns": DIABETES_COLUMNS})
-    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))  # contains the model folder, as Azure ML mounts it
-    score = importlib.import_module("diabetes_regression.scoring.score")
-    score.init()
-    result = score.run(json.dumps({"data": DIABETES_ROWS}))
-    assert len(result["predictions"]) == 2
-    assert "data[0][9]" in score.run(json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, "x"]]}))["error"]
-    assert "data[0]" in score.run('{"data": [[1, 2]]}')["error"]
-    assert "error" in score.run("{not json") and "error" in score.run('{"data": []}')
+def init():
+    global model
+    model = mlflow.pyfunc.load_model(os.environ["AZUREML_MODEL_DIR"])
+
+
+def run(raw):
+    try:
+        rows = json.loads(raw)["data"]
+        names = model.metadata.get_input_schema().input_names()
+        return {"predictions": model.predict(pd.DataFrame(rows, columns=names).astype(float)).tolist()}
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+"""
 
 
 def serve_azureml(script, model_dir):
@@ -57,33 +66,17 @@ def serve_azureml(script, model_dir):
 
 
 @pytest.mark.slow
-def test_score_scripts_under_azureml_inference_server(tmp_path):
-    save_single(diabetes_model(), tmp_path / "diabetes")
-    process, url = serve_azureml(DIABETES_SCRIPT, tmp_path / "diabetes")
+def test_registered_model_under_azureml_inference_server_on_loopback(tmp_path):
+    folder = save_single(diabetes_model(), tmp_path / "diabetes_model", DIABETES_ROWS[:1])
+    script = tmp_path / "score.py"
+    script.write_text(ENTRY_SCRIPT)
+    process, url = serve_azureml(script, folder)
     try:
-        response = httpx.post(f"{url}/score", json={"data": DIABETES_ROWS}, timeout=10)
-        assert response.status_code == 200 and len(response.json()["predictions"]) == 2
+        response = httpx.post(f"{url}/score", json={"data": DIABETES_ROWS}, timeout=30)
+        assert response.status_code == 200, response.text
+        expected = diabetes_model().predict(pd.DataFrame(DIABETES_ROWS, columns=diabetes_model().feature_names_in_))
+        assert response.json()["predictions"] == pytest.approx(list(expected))
         assert "error" in httpx.post(f"{url}/score", json={"data": [[1]]}, timeout=10).json()
     finally:
         log = stop(process)
     assert "127.0.0.1" in log and "0.0.0.0" not in log.replace("0.0.0.0/0", "")
-
-
-@pytest.mark.slow
-def test_ff_score_script_under_azureml_inference_server(tmp_path):
-    from ff.features import CalendarWeatherFeatures  # the ff sample's own features (bootstrap --drop-ff drops this)
-
-    frame = pd.DataFrame(
-        {"timeStamp": pd.date_range("2017-06-01", periods=24 * 14, freq="h"), "precip": 0.0, "temp": 60.0}
-    )
-    target = 5000 + 100 * frame["timeStamp"].dt.hour.to_numpy()
-    model = Pipeline([("features", CalendarWeatherFeatures()), ("model", Ridge())]).fit(frame, target)
-    save_single(model, tmp_path / "ff" / "nyc_energy_model")
-    process, url = serve_azureml(FF_SCRIPT, tmp_path / "ff")
-    try:
-        payload = {"model_name": "nyc_energy_model", "data": ENERGY_ROWS}
-        response = httpx.post(f"{url}/score", json=payload, timeout=10)
-        assert response.status_code == 200, response.text
-        assert len(response.json()["predictions"]) == 2
-    finally:
-        stop(process)

@@ -5,8 +5,8 @@ contributes one entry (its ``model.json`` is read), a model set contributes one 
 its manifest only — so 10,000 partition models are ready in well under a second. A model is unpickled the
 first time it is asked for and stays while it is among the ``cache_size`` most recently used ones.
 
-Served names: a single model by its registered name (``diabetes_regression_model``); a partition model as
-``<model_name>/<model key>`` (``nyc_energy_regions_model/region=r0001``, see ``ml_service.registry.model_set``).
+Served names: a single model by its registered name (``churn``); a partition model as
+``<model_name>/<model key>`` (``sales/store=s01``, see ``ml_service.registry.model_set``).
 
 Sources: ``from_package(dir)`` reads a build context written by ``ml_service.scoring.package``;
 ``from_registry(settings)`` downloads the production versions (MLflow is imported only there).

@@ -9,7 +9,7 @@ Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`
     package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file
     package/models/<name>/...  the production version's files (a model folder or a model set)
     ml_service/...        the serving subset (util, registry readers, scoring; not MLflow, not the deployers)
-    <use case>/...        every use-case package's .py/.json files (pickled models import them, e.g. ff.features)
+    <use case>/...        every use-case package's .py/.json files (pickled models import their classes)
 
 Deterministic: the same registry state gives a byte-identical ``manifest.json`` (sorted, no time stamps).
 The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is never half-written; an existing
@@ -148,20 +148,22 @@ def model_libraries(model_files: list[Path]) -> list[str]:
 
 
 def use_case_packages(root: Path = REPO_ROOT) -> list[str]:
-    """The top-level packages of every declared use case's code (pickled models import them, e.g. ff.features)."""
+    """The top-level packages of every declared use case's code (pickled models import their classes)."""
     from ml_service.config import declared_use_cases, load_config
 
     return sorted({load_config(name, root).code.split(":")[0].split(".")[0] for name in declared_use_cases(root)})
 
 
 def _copy_code(root: Path, target: Path) -> None:
+    """The serving code from where ml_service runs (REPO_ROOT), the use cases from the project in use (`root`)."""
     for rel in SERVICE_CODE:
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, target / rel)
+        shutil.copyfile(REPO_ROOT / rel, target / rel)
     for package in use_case_packages(root):
         for path in sorted((root / package).rglob("*")):
             rel = path.relative_to(root)
-            if path.suffix in (".py", ".json") and "__pycache__" not in rel.parts and path.is_file():
+            skipped = "__pycache__" in rel.parts or "tests" in rel.parts  # a model imports neither
+            if path.suffix in (".py", ".json") and not skipped and path.is_file():
                 (target / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target / rel)
 
@@ -248,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_service.scoring.package", description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, required=True, help="build context folder to write")
     args = parser.parse_args(argv)
+    from ml_service.config import project_root
     from ml_service.util.env_variables import SettingsError, load_settings
 
     try:
         settings = load_settings()
-        manifest = build(settings, args.output)
-    except SettingsError as exc:
+        manifest = build(settings, args.output, project_root(settings.project_root))
+    except (SettingsError, ValueError) as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:
