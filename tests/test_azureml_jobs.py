@@ -37,11 +37,18 @@ def env():
 def cloud_project(project) -> Path:
     """A fixture project with what the Azure ML runner needs of a project: the lock and its dependencies."""
     root = project(
-        {"toy": toy_config(parallel={**PARALLEL, "retries": 1, "timeout_s": 90}), "single": toy_config(partitioned=False)}
+        {
+            "toy": toy_config(parallel={**PARALLEL, "retries": 1, "timeout_s": 90}),
+            "single": toy_config(partitioned=False),
+        }
     )
     shutil.copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")
     dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    text = (root / "pyproject.toml").read_text().replace("[tool.mlops", f"dependencies = {json.dumps(dependencies)}\n\n[tool.mlops", 1)
+    text = (
+        (root / "pyproject.toml")
+        .read_text()
+        .replace("[tool.mlops", f"dependencies = {json.dumps(dependencies)}\n\n[tool.mlops", 1)
+    )
     (root / "pyproject.toml").write_text(text)
     return root
 
@@ -117,7 +124,10 @@ def test_the_pipeline_of_a_fixture_use_case_passes_sdk_validation(cloud_project,
     for step in spec.steps:
         if step.kind == "command":
             assert job.jobs[step.name].component.command == builder.step_command(step)
-    assert job.jobs["prepare"].component.command == "python -m ml_service.pipelines.steps.prepare --use-case toy --output ${{outputs.output}}"
+    assert (
+        job.jobs["prepare"].component.command
+        == "python -m ml_service.pipelines.steps.prepare --use-case toy --output ${{outputs.output}}"
+    )
     jobs = job._to_dict()["jobs"]
     train = jobs["train"]
     assert train["type"] == "parallel" and train["input_data"] == "${{inputs.prepared}}"
@@ -224,10 +234,16 @@ def test_the_cloud_steps_run_locally_give_the_local_runners_result(
         return json.loads((folder / name).read_text())
 
     assert read(produced["prepare"]["output"], "prepared.json") == read(reference["prepare"]["output"], "prepared.json")
-    assert read(produced["evaluate"]["output"], "decisions.json") == read(reference["evaluate"]["output"], "decisions.json")
+    assert read(produced["evaluate"]["output"], "decisions.json") == read(
+        reference["evaluate"]["output"], "decisions.json"
+    )
     assert read(produced["register"]["output"], "registered.json") == read(
         reference["register"]["output"], "registered.json"
     )
-    cloud_models = sorted(p.relative_to(produced["train"]["output"]) for p in produced["train"]["output"].rglob("*.pkl"))
-    assert cloud_models == sorted(p.relative_to(reference["train"]["output"]) for p in reference["train"]["output"].rglob("*.pkl"))
+    cloud_models = sorted(
+        p.relative_to(produced["train"]["output"]) for p in produced["train"]["output"].rglob("*.pkl")
+    )
+    assert cloud_models == sorted(
+        p.relative_to(reference["train"]["output"]) for p in reference["train"]["output"].rglob("*.pkl")
+    )
     assert len(cloud_models) == 6

@@ -84,7 +84,7 @@ def test_range_on_a_text_column_and_min_above_max(project):
 
 
 def test_bad_code_reference_and_model_name(project):
-    assert '"code": must be \'package.module:Class\'' in problem(project, toy_config(code="toyuc.model"))
+    assert "\"code\": must be 'package.module:Class'" in problem(project, toy_config(code="toyuc.model"))
     assert "model_name 'a/b' must be a non-empty name without '/'" in problem(project, toy_config(model_name="a/b"))
 
 
@@ -180,6 +180,4 @@ def test_bad_declaration(tmp_path):
 
 
 def test_data_file_must_be_relative(project):
-    assert "must be a path relative to the project root" in problem(
-        project, toy_config(data={"path": "/abs/toy.csv"})
-    )
+    assert "must be a path relative to the project root" in problem(project, toy_config(data={"path": "/abs/toy.csv"}))

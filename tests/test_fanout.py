@@ -120,7 +120,9 @@ def test_a_dask_cluster_gives_the_same_results_in_order(tmp_path):
     counter = tmp_path / "calls"
     function = functools.partial(flaky, counter=counter, failures=1)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        out = fan_out(function, list(range(30)), dask_scheduler_address=cluster.scheduler_address, batch_size=4, retries=1)
+        out = fan_out(
+            function, list(range(30)), dask_scheduler_address=cluster.scheduler_address, batch_size=4, retries=1
+        )
         assert out == [i + 100 for i in range(30)]
         with pytest.raises(ZeroDivisionError, match="unlucky"):
             fan_out(broken, list(range(20)), dask_scheduler_address=cluster.scheduler_address, batch_size=4)

@@ -34,7 +34,7 @@ CHANNELS = ("web", "shop", "phone")
 CHANNEL_UNITS = {"web": 20.0, "shop": 35.0, "phone": 8.0}
 STORES = ["north/east", "Zürich 1", *(f"store {i:02d}" for i in range(2, 20))]  # 20, two with awkward names
 
-MODEL_CODE = '''"""Units sold: a level per sales channel plus a price slope, by least squares (NumPy and pandas only)."""
+MODEL_CODE = '''"""Units sold: a level per sales channel plus a price slope, by least squares (NumPy, pandas)."""
 
 import numpy as np
 

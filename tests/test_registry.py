@@ -126,7 +126,9 @@ def test_store_is_created_inside_the_local_folder(settings):
 def test_register_moves_alias_and_model_downloads(settings, tmp_path):
     client = connect(settings)
     assert production_model(client, "m", "production") is None
-    first = register_version(client, "m", logged_run(client, settings, tmp_path, "a"), "model", {"k": "v"}, "production")
+    first = register_version(
+        client, "m", logged_run(client, settings, tmp_path, "a"), "model", {"k": "v"}, "production"
+    )
     second = register_version(client, "m", logged_run(client, settings, tmp_path, "b"), "model", {}, "production")
     current = production_model(client, "m", "production")
     assert (str(first.version), str(second.version), current.version) == ("1", "2", "2")

@@ -61,7 +61,9 @@ def test_promotion_across_runs_per_partition(project, tmp_path, capsys):
     # one store's data becomes easier to fit (no noise), another's harder: only the better one is promoted
     frame = toy_frame()
     clean = frame["store"] == "s00"
-    frame.loc[clean, "y"] = 2 * frame.loc[clean, "x"] + frame.loc[clean, "colour"].map({"red": 0, "green": 3, "blue": -2})
+    frame.loc[clean, "y"] = 2 * frame.loc[clean, "x"] + frame.loc[clean, "colour"].map(
+        {"red": 0, "green": 3, "blue": -2}
+    )
     frame.loc[frame["store"] == "s01", "y"] += [(-1) ** i * 5 for i in range(16)]
     frame.to_csv(root / "data" / "toy.csv", index=False)
     code, out, err = run(run_dir, capsys)
@@ -103,7 +105,9 @@ def test_a_failing_step_is_named_and_nothing_after_it_runs(project, tmp_path, ca
     code, out, err = run(tmp_path / "run", capsys)
     assert code == 1
     lines = err.strip().splitlines()
-    assert lines[0].startswith("error: prepare: ") and "column 'colour': 1 values not allowed (e.g. 'purple')" in lines[0]
+    assert (
+        lines[0].startswith("error: prepare: ") and "column 'colour': 1 values not allowed (e.g. 'purple')" in lines[0]
+    )
     assert lines[-1] == "error: pipeline toy-training: step 'prepare' failed with exit code 2"
     assert "[2/4] train" not in out
 
@@ -122,7 +126,10 @@ def test_bad_settings_and_unknown_use_cases_are_one_line(project, monkeypatch, c
 def test_the_pipeline_definition_wires_outputs_to_inputs():
     spec = training_pipeline(["a", "b"], "both")
     assert spec.name == "both-training" and [s.name for s in spec.steps] == ["prepare", "train", "evaluate", "register"]
-    assert spec.step("register").inputs == {"trained": Binding("train", "output"), "decisions": Binding("evaluate", "output")}
+    assert spec.step("register").inputs == {
+        "trained": Binding("train", "output"),
+        "decisions": Binding("evaluate", "output"),
+    }
     assert spec.step("train").kind == "parallel"
     assert spec.step("prepare").arguments({}, {"output": "OUT"}) == ["--use-case", "a,b", "--output", "OUT"]
     assert spec.step("train").arguments({"prepared": "${{inputs.prepared}}"}, {"output": "O"}) == [

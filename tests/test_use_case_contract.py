@@ -9,14 +9,14 @@ from ml_service.config import ConfigError
 from ml_service.use_case import UseCase, check_metrics, fit_many, fit_one, load_use_case
 from tests.fixtures.projects import toy_config, toy_frame
 
-HALF = '''
+HALF = """
 class Half:
     def __init__(self, config, params):
         pass
 
     def split(self, frame):
         return frame, frame
-'''
+"""
 
 
 def error(root, name: str = "toy") -> str:
@@ -41,7 +41,10 @@ def test_missing_methods_are_named(project):
     (root / "halfuc").mkdir()
     (root / "halfuc" / "__init__.py").write_text("")
     (root / "halfuc" / "model.py").write_text(HALF)
-    assert error(root) == "configs/toy.json: use case toy: halfuc.model:Half lacks fit, metrics (see ml_service/use_case.py)"
+    assert (
+        error(root)
+        == "configs/toy.json: use case toy: halfuc.model:Half lacks fit, metrics (see ml_service/use_case.py)"
+    )
 
 
 def test_code_that_cannot_be_imported_or_found(project):
