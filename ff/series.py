@@ -25,10 +25,21 @@ def series_frequency(times: pd.Series, declared: str) -> str:
     """The declared frequency, else the most common step between the (sorted) time stamps."""
     if declared:
         return declared
-    steps = times.diff().dropna()
+    steps = times.drop_duplicates().sort_values().diff().dropna()
     if steps.empty:
         raise ValueError("one time stamp: cannot tell the series' frequency; declare time.frequency")
-    return pd.tseries.frequencies.to_offset(steps.mode().iloc[0]).freqstr
+    step = steps.mode().iloc[0]
+    days, rest = divmod(step, pd.Timedelta(days=1))
+    if days >= 28 and not rest:
+        # months and years have no fixed length: the most common step (31 days) would resample a monthly
+        # series into 31-day bins, silently
+        raise ValueError(
+            f"steps of {days} days look like a calendar frequency (monthly, yearly) that cannot be detected; "
+            "declare time.frequency (e.g. 'MS')"
+        )
+    if days and not rest:  # pandas spells whole days in hours ("24h"): a daily series must read as daily
+        return "D" if days == 1 else f"{days}D"
+    return pd.tseries.frequencies.to_offset(step).freqstr
 
 
 def regularise(frame: pd.DataFrame, time_column: str, label: str, frequency: str) -> pd.DataFrame:

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Metric = Literal["rmse", "mae", "mape", "r2"]
+# Which way each metric this use case reports is better (mape only for forecasting: see train_automl).
+METRIC_DIRECTIONS = {"rmse": "minimize", "mae": "minimize", "mape": "minimize", "r2": "maximize"}
 # FLAML estimator names usable for regression with the packages in requirements.lock.
 Estimator = Literal["lgbm", "rf", "extra_tree", "xgboost", "xgb_limitdepth", "histgb", "kneighbor", "enet"]
 
@@ -58,6 +60,14 @@ class Spec:
         time = config.time
         if params.task == "forecasting" and time is None:
             raise ValueError('task "forecasting" needs a "time" section (column, horizon)')
+        # the promotion metric must be one this use case reports, in its own direction: caught here, at load,
+        # rather than as a failure of every model after training
+        metric, direction = config.evaluation.metric, config.evaluation.direction
+        reported = [m for m in METRIC_DIRECTIONS if m != "mape" or params.task == "forecasting"]
+        if metric not in reported:
+            raise ValueError(f'"evaluation.metric": task {params.task} reports no {metric!r} ({", ".join(reported)})')
+        if direction != METRIC_DIRECTIONS[metric]:
+            raise ValueError(f'"evaluation.direction": {metric} is {METRIC_DIRECTIONS[metric]}d, not {direction}d')
         return cls(
             model_name=config.model_name,
             task=params.task,

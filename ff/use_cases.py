@@ -72,6 +72,7 @@ class AutoMLUseCase:
         if not train_automl.batch_trainable(self.spec, self.spec.automl.fast_path.enabled):
             return None
         out: list[Any] = []
+        times = frame[self.spec.time_column].to_numpy()
         for first, end, result in zip(
             starts[:-1], starts[1:], train_automl.train_ridge_partitions(frame, starts, self.spec), strict=True
         ):
@@ -79,7 +80,13 @@ class AutoMLUseCase:
                 out.append(result)
                 continue
             result.model.estimator_name_ = result.estimator
-            holdout = frame.iloc[first + result.n_train : end]
+            # the hold-out rows the predictions are for: the last ones in time (an unsorted partition was sorted
+            # by its split, so its hold-out is not the last rows of the stack)
+            stamps = times[first:end]
+            if (stamps[1:] >= stamps[:-1]).all():
+                holdout = frame.iloc[first + result.n_train : end]
+            else:
+                holdout = self.split(frame.iloc[first:end])[1]
             out.append((result.model, holdout, result.holdout_columns["predicted"]))
         return out
 

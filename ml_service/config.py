@@ -3,12 +3,12 @@
 Which use cases exist is declared in `pyproject.toml`, one line each::
 
     [tool.mlops.use-cases]
-    diabetes_regression = "diabetes_regression/parameters.json"
+    churn = "churn/config.json"
 
-and, optionally, named groups of them trained together (`--use-case ff`)::
+and, optionally, named groups of them trained together (`--use-case retail`)::
 
     [tool.mlops.groups]
-    ff = ["nyc_energy_model", "diabetes_model", "nyc_energy_regions_model"]
+    retail = ["churn", "basket_size"]
 
 A use case's file (JSON) says what the platform needs to know — where the data is, its columns with types and
 checks, the label, optional partition and time columns, the promotion metric, the fan-out settings — and where

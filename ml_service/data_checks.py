@@ -148,7 +148,11 @@ def detect_frequency(stamps: pd.Series) -> str:
     steps = np.diff(stamps.to_numpy().astype("datetime64[ns]").astype(np.int64))
     if len(steps) == 0 or steps.min() <= 0 or steps.min() != steps.max():
         return ""
-    return pd.tseries.frequencies.to_offset(pd.Timedelta(int(steps[0]), unit="ns")).freqstr
+    step = pd.Timedelta(int(steps[0]), unit="ns")
+    days, rest = divmod(step, pd.Timedelta(days=1))
+    if days and not rest:  # pandas spells whole days in hours ("24h"): a daily series must read as daily
+        return "D" if days == 1 else f"{days}D"
+    return pd.tseries.frequencies.to_offset(step).freqstr
 
 
 def check_frequency(part: pd.DataFrame, config: UseCaseConfig, where: str) -> str:

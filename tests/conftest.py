@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own local store, whatever the developer's shell or .env says."""
+"""Shared fixtures: every test gets its own local store, whatever the developer's shell or .env says; platform tests
+get a temporary project of fixture use cases (`tests/fixtures`), never the samples."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ml_service.util.env_variables import load_settings, settings_variables
+from tests.fixtures.projects import toy_config, toy_frame, write_project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +72,40 @@ def run_module(module: str, *args: str, cwd: Path = REPO_ROOT, env: dict[str, st
         text=True,
         timeout=timeout,
     )
+
+
+def forget_loaded_code() -> None:
+    """What a new process would not remember: built use cases, model-code hashes, the fixture package's modules."""
+    from ml_service.pipelines import training
+    from ml_service.use_case import _CACHE
+
+    _CACHE.clear()
+    training._code_hash.cache_clear()
+    for name in [m for m in sys.modules if m == "toyuc" or m.startswith("toyuc.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_settings: Path, empty_mlflow_db: Path):
+    """`make(use_cases, data, groups)` writes a project of fixture use cases in tmp_path/project and makes it the
+    one in use (PROJECT_ROOT, current folder, importable), with an empty registry in LOCAL_DIR; by default one
+    partitioned use case `toy` (6 stores) on data/toy.csv. One worker unless a test asks for more."""
+    root = tmp_path / "project"
+    seed_store(isolated_settings, empty_mlflow_db)
+    monkeypatch.setenv("MAX_WORKERS", "1")
+
+    def make(use_cases=None, data=None, groups=None) -> Path:
+        write_project(
+            root,
+            use_cases if use_cases is not None else {"toy": toy_config()},
+            data if data is not None else {"data/toy.csv": toy_frame()},
+            groups,
+        )
+        monkeypatch.setenv("PROJECT_ROOT", str(root))
+        monkeypatch.chdir(root)
+        monkeypatch.syspath_prepend(str(root))
+        forget_loaded_code()
+        return root
+
+    yield make
+    forget_loaded_code()

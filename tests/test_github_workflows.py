@@ -6,6 +6,8 @@ GitHub is not reachable from here, so these tests check what can be checked with
 - Azure is reached only by OpenID Connect: `azure/login` with client-id/tenant-id/subscription-id, the calling
   workflow grants `id-token: write`, and no client secret or credentials JSON appears anywhere;
 - every job that touches Azure runs in a GitHub environment, production ones in `prod` or `infrastructure`;
+- an Azure ML run is submit / wait (signed in with a credential that renews its OIDC token) / check in one job,
+  whose output `registered` gates every deployment ("nothing promoted" is a success that deploys nothing);
 - parity: every `python -m` command a workflow runs is one the Azure DevOps YAML runs too, with the same
   options, and every `make` target is a Makefile target. (That those modules answer --help with those options
   is checked once, for the Azure DevOps calls, in test_pipelines_yaml.py; the subset relation carries it over.)
@@ -186,7 +188,7 @@ def test_azure_jobs_run_in_an_environment_and_may_request_the_oidc_token():
 
 def test_callers_grant_what_their_reusable_workflows_need():
     """A called workflow cannot have more permissions than its caller: id-token and actions must be granted."""
-    needs = {p.name: _load(p).get("permissions", {}) for p in WORKFLOWS if p.name.startswith("_")}
+    needs = {p.name: _load(p).get("permissions", {}) for p in WORKFLOWS if "workflow_call" in (_load(p)["on"] or {})}
     for path in WORKFLOWS:
         doc = _load(path)
         for name, job in doc.get("jobs", {}).items():
@@ -222,6 +224,93 @@ def test_plan_before_apply():
     terraform = _jobs(REPO / ".github/workflows/iac-terraform.yml")
     assert terraform["apply"]["needs"] == "plan"
     assert "terraform apply -input=false tfplan" in " ".join(str(s.get("run", "")) for s in terraform["apply"]["steps"])
+
+
+# --- an Azure ML run: submit, wait, check; "nothing promoted" skips the deployments ----------------------
+
+
+def _run_steps(job: dict) -> list[tuple[dict, str]]:
+    """(step, its run_pipeline phase option) for the steps of a job that run run_pipeline."""
+    found = []
+    for step in job["steps"]:
+        text = " ".join(_strings(step))
+        match = re.search(r"ml_service\.pipelines\.azureml\.run_pipeline .*?(--submit-to|--wait-for|--check)\b", text)
+        if match:
+            found.append((step, match.group(1)))
+    return found
+
+
+def test_an_azure_ml_run_is_submit_wait_check_in_one_job_publishing_registered():
+    path = REPO / ".github/workflows/_azure-ml-run.yml"
+    doc = _load(path)
+    job = doc["jobs"]["run"]
+    phases = _run_steps(job)
+    assert [phase for _, phase in phases] == ["--submit-to", "--wait-for", "--check"]
+    (submit, _), (wait, _), (check, _) = phases
+    # The three share one state file in the job's temp folder.
+    state_files = {
+        re.search(r'(--submit-to|--wait-for|--check) "([^"]+)"', " ".join(_strings(s))).group(2) for s, _ in phases
+    }
+    assert state_files == {"${RUNNER_TEMP}/azureml-run.json"}
+    # The wait renews its sign-in: azure_credential() needs these beside the runner's OIDC request variables.
+    assert {"AZURE_CLIENT_ID", "AZURE_TENANT_ID"} <= set(wait.get("env", {}))
+    assert (job.get("permissions") or doc["permissions"]).get("id-token") == "write"
+    # The check signs in afresh (the wait may outlive azure/login's session), and its output is the workflow's.
+    steps = job["steps"]
+    assert str(steps[steps.index(check) - 1].get("uses", "")).startswith("azure/login@")
+    assert job["outputs"]["registered"] == f"${{{{ steps.{check['id']}.outputs.registered }}}}"
+    assert doc["on"]["workflow_call"]["outputs"]["registered"]["value"] == "${{ jobs.run.outputs.registered }}"
+    # Extra options pass through, as the Azure DevOps template's extraArguments.
+    assert "${{ inputs.extra-arguments }}" in " ".join(_strings(submit))
+
+
+def _needs(job: dict) -> list[str]:
+    return [job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs", [])
+
+
+def test_deployments_run_only_when_the_run_registered_a_model():
+    gated = 0
+    for path in WORKFLOWS:
+        jobs = _jobs(path)
+        for train in [n for n, job in jobs.items() if job.get("uses") == "./.github/workflows/_azure-ml-run.yml"]:
+            for name, job in jobs.items():
+                if train in _needs(job):
+                    gated += 1
+                    assert job.get("if") == f"needs.{train}.outputs.registered == 'true'", f"{_rel(path)}: {name}"
+    assert gated >= 1  # the CI workflow of each use case deploys after training
+    prepare = REPO / ".github/workflows/ff-prepare-data.yml"
+    if prepare.exists():  # the ff sample (a bootstrapped project has none)
+        assert _jobs(prepare)["prepare"]["with"]["extra-arguments"] == "--steps prepare"
+        train = _jobs(REPO / ".github/workflows/ff-build-train.yml")
+        assert train["deploy-qa"]["uses"] == "./.github/workflows/ff-deploy-aci.yml"
+        assert train["deploy-qa"]["if"] == "needs.train.outputs.registered == 'true'"
+        # Nothing starts the ff deployments behind that condition's back: GitHub's workflow_run cannot filter on
+        # what the build-train run registered (Azure DevOps' tag trigger can), so they are called, not triggered.
+        for name in ("ff-deploy-aci.yml", "ff-deploy-webapp.yml"):
+            on = _load(REPO / ".github/workflows" / name)["on"]
+            assert "workflow_run" not in on and "workflow_call" in on, name
+        aci = _jobs(REPO / ".github/workflows/ff-deploy-aci.yml")
+        assert aci["deploy-webapp"]["needs"] == "deploy-qa"
+        assert aci["deploy-webapp"]["uses"] == "./.github/workflows/ff-deploy-webapp.yml"
+
+
+@needs_azure_devops
+def test_smoke_test_timeouts_are_the_azure_devops_ones():
+    """The default wait of the smoke test and the Web App's longer one (App Service's container start limit)."""
+    template = yaml.safe_load((REPO / ".pipelines/templates/smoke-test-template.yml").read_text())
+    ado_default = next(p["default"] for p in template["parameters"] if p["name"] == "timeoutSeconds")
+    ado_webapp = {t for p in ADO_FILES for t in re.findall(r'timeoutSeconds: "(\d+)"', p.read_text())}
+    action = _load(REPO / ".github/actions/smoke-test/action.yml")
+    assert action["inputs"]["timeout-seconds"]["default"] == ado_default
+    smoke = [
+        s
+        for s in _steps(_load(REPO / ".github/workflows/_deploy.yml"))
+        if s.get("uses") == "./.github/actions/smoke-test"
+    ]
+    webapp = [s for s in smoke if "webapp" in s["if"]]
+    assert len(webapp) == 1 and "aci" not in webapp[0]["if"]
+    assert {webapp[0]["with"]["timeout-seconds"]} == ado_webapp == {"660"}
+    assert all("timeout-seconds" not in s["with"] for s in smoke if s is not webapp[0])
 
 
 # --- parity with the Azure DevOps YAML ---------------------------------------------------------------

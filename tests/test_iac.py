@@ -179,13 +179,14 @@ def test_both_flavours_create_the_compute_cluster_the_jobs_name():
     import dataclasses
     import re
 
-    from ml_service.pipelines.azureml.run_pipeline import parallel_settings
+    from ml_service.config import declared_use_cases, load_config
     from ml_service.util.env_variables import Settings
 
-    default = next(f.default for f in dataclasses.fields(Settings) if f.name == "aml_compute_cluster_name")
+    field = next(f for f in dataclasses.fields(Settings) if f.name == "aml_compute_cluster_name")
+    default = getattr(field.default, "default", field.default)  # a pydantic Field's default, or a plain one
     variables = yaml_variables()
     assert variables["AML_COMPUTE_CLUSTER_NAME"] == default
-    instances = parallel_settings(REPO, "ff").instance_count
+    instances = max(load_config(name, REPO).parallel.instance_count for name in declared_use_cases(REPO))
 
     bicep = _bicep()
     cluster = _block(bicep, "resource computeCluster 'Microsoft.MachineLearningServices/workspaces/computes@")

@@ -1,5 +1,5 @@
-"""The many-models task runner: resume after a kill -9, and the same results from a Dask cluster as from the
-local process pool."""
+"""Training many models through the contract, on fixture use cases: resume (after kill -9, and by data, config
+and model-code hash), the error threshold, `fit_many`, the process pool, Dask and the Azure ML parallel entry."""
 
 from __future__ import annotations
 
@@ -8,159 +8,217 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ml_service.pipelines.many_models import RESULT_FILE, model_folder, read_plan, run_tasks, train_batch, train_one
-from ml_service.pipelines.steps import ff_prepare, ff_train
+from ml_service.pipelines.steps import prepare, train
+from ml_service.pipelines.training import (
+    RESULT_FILE,
+    SUMMARY_FILE,
+    ModelResult,
+    check_error_threshold,
+    model_folder,
+    read_plan,
+    read_result,
+    train_batch,
+)
 from ml_service.util.files import read_json
-from tests.conftest import REPO_ROOT
-
-BASE_CONFIG = REPO_ROOT / "tests" / "data" / "ff_partitioned.json"
-NAME = "regions_model"
+from tests.conftest import REPO_ROOT, forget_loaded_code
+from tests.fixtures.projects import toy_config, toy_frame
 
 
-def write_config(folder: Path) -> Path:
-    path = folder / "config.json"
-    path.write_text(BASE_CONFIG.read_text())
-    return path
+def run_prepare(root: Path, use_cases: str = "toy") -> Path:
+    forget_loaded_code()  # each step is a new process in a real run
+    out = root.parent / "run" / "prepare"
+    assert prepare.main(["--use-case", use_cases, "--output", str(out)]) == 0
+    return out
 
 
-def prepare(config: Path, prepared: Path, partitions: int | None = None) -> list:
-    extra = ["--partitions", str(partitions)] if partitions else []
-    assert ff_prepare.main(["--config", str(config), "--output", str(prepared), *extra]) == 0
-    return read_plan(prepared)
+def run_train(prepared: Path, *extra: str) -> int:
+    forget_loaded_code()
+    return train.main(["--prepared", str(prepared), "--output", str(prepared.parent / "train"), *extra])
+
+
+def statuses(prepared: Path) -> dict[str, str]:
+    return {r["model_id"]: r["status"] for r in read_json(prepared.parent / "train" / SUMMARY_FILE)["results"]}
+
+
+def counts(prepared: Path) -> tuple[int, int, int]:
+    values = list(statuses(prepared).values())
+    return values.count("trained"), values.count("skipped"), values.count("failed")
 
 
 def finished(trained: Path) -> set[str]:
     """Partition keys whose model folder is in place (staging folders start with a dot)."""
-    folder = trained / "models" / NAME
-    if not folder.is_dir():
-        return set()
+    folder = trained / "models" / "toy"
     return {p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / RESULT_FILE).is_file()}
 
 
+def test_a_rerun_trains_nothing_and_changed_data_config_or_model_code_retrains(project):
+    root = project()
+    prepared = run_prepare(root)
+    assert run_train(prepared) == 0 and counts(prepared) == (6, 0, 0)
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (0, 6, 0)
+
+    config = json.loads((root / "configs" / "toy.json").read_text())
+    config["description"] = "words do not change a model"
+    config["parallel"] = {"retries": 1}  # nor how training fans out
+    (root / "configs" / "toy.json").write_text(json.dumps(config))
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (0, 6, 0)
+
+    frame = toy_frame()
+    frame.loc[frame["store"] == "s02", "y"] += 1.0
+    frame.to_csv(root / "data" / "toy.csv", index=False)
+    assert run_train(run_prepare(root)) == 0
+    assert [m for m, s in statuses(prepared).items() if s == "trained"] == ["toy/store=s02"]
+
+    with (root / "toyuc" / "model.py").open("a") as handle:
+        handle.write("\n# a changed line of model code\n")
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (6, 0, 0)
+
+    (root / "toyuc" / "features.py").write_text("SCALE = 2\n")  # model code in a new file counts too
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (6, 0, 0)
+
+    config["model"] = {"holdout": 3}  # the use case's own parameters
+    (root / "configs" / "toy.json").write_text(json.dumps(config))
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (6, 0, 0)
+    assert run_train(run_prepare(root)) == 0 and counts(prepared) == (0, 6, 0)
+
+
 @pytest.mark.slow
-def test_rerun_after_kill_9_trains_only_what_is_missing(settings, tmp_path, monkeypatch, capsys):
-    config, prepared, trained = write_config(tmp_path), tmp_path / "prepared", tmp_path / "trained"
-    tasks = prepare(config, prepared, partitions=300)
-    assert len(tasks) == 300
+def test_rerun_after_kill_9_trains_only_what_is_missing(project, monkeypatch, capsys):
+    root = project(data={"data/toy.csv": toy_frame(partitions=40, rows=12)})
+    prepared = run_prepare(root)
+    tasks = read_plan(prepared)
+    trained = prepared.parent / "train"
+    env = {**os.environ, "TOYUC_KILL_AT": "s25", "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)])}
+    command = [sys.executable, "-m", "ml_service.pipelines.steps.train", "--prepared", str(prepared)]
+    killed = subprocess.run([*command, "--output", str(trained)], cwd=root, env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = finished(trained)
+    assert before == {f"store=s{i:02d}" for i in range(25)}  # every model finished before the kill is whole
+    assert not (trained / SUMMARY_FILE).exists()
 
-    env = {**os.environ, "MAX_WORKERS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "ml_service.pipelines.steps.ff_train", "--config", str(config)]
-    command += ["--prepared", str(prepared), "--output", str(trained)]
-    step = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while len(finished(trained)) < 10 and step.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(step.pid, signal.SIGKILL)
-    finally:
-        _, stderr = step.communicate(timeout=30)
-    assert step.returncode == -signal.SIGKILL, f"the step ended before the kill: {stderr.decode()[-2000:]}"
-    done_before = finished(trained)
-    assert 10 <= len(done_before) < 300
-    assert not (trained / "train_summary.json").exists()
-
-    # what a kill between writing a staging folder and renaming it leaves: a complete-looking folder, dot-named
-    missing = sorted({t.key for t in tasks} - done_before)[-1]
-    stale = trained / "models" / NAME / f".{missing}.999999.tmp"
+    # what a kill between writing a staging folder and renaming it leaves: a complete-looking, dot-named folder
+    stale = trained / "models" / "toy" / ".store=s30.999999.tmp"
     stale.mkdir()
-    (stale / RESULT_FILE).write_text((trained / "models" / NAME / min(done_before) / RESULT_FILE).read_text())
+    (stale / RESULT_FILE).write_text((trained / "models" / "toy" / "store=s00" / RESULT_FILE).read_text())
 
-    monkeypatch.setenv("MAX_WORKERS", "2")
-    assert ff_train.main(["--config", str(config), "--prepared", str(prepared), "--output", str(trained)]) == 0
-    out = capsys.readouterr().out
-    assert f"ff_train: {300 - len(done_before)} trained, {len(done_before)} unchanged (skipped), 0 failed" in out
-    results = read_json(trained / "train_summary.json")["results"]
+    monkeypatch.setenv("MAX_WORKERS", "2")  # the rest in a process pool
+    capsys.readouterr()
+    assert run_train(prepared) == 0
+    assert "train: toy: 15 trained, 25 unchanged (skipped), 0 failed" in capsys.readouterr().out
+    results = read_json(trained / SUMMARY_FILE)["results"]
     assert [r["model_id"] for r in results] == [t.model_id for t in tasks]
-    skipped = {r["key"] for r in results if r["status"] == "skipped"}
-    assert skipped == done_before
-    assert {r["status"] for r in results if r["key"] not in done_before} == {"trained"}
+    assert {r["key"] for r in results if r["status"] == "skipped"} == before
+    assert sorted(p.name for p in (trained / "models" / "toy").iterdir()) == sorted(t.key for t in tasks)
     for task in tasks:
-        folder = model_folder(trained, task.model_id)
-        assert {"model.joblib", "model.json", RESULT_FILE} <= {p.name for p in folder.iterdir()}, folder
-        saved = read_json(folder / RESULT_FILE)
+        saved = read_result(trained, task.model_id)
         assert saved["status"] == "trained" and saved["data_hash"] == task.data_hash
-        assert json.loads((folder / "model.json").read_text())["model_id"] == task.model_id
-    # a staging folder the kill left behind is never a result, and the rerun cleared it
-    assert all(not r["model_id"].split("/")[-1].startswith(".") for r in results)
-    assert sorted(p.name for p in (trained / "models" / NAME).iterdir()) == sorted(t.key for t in tasks)
+        assert (model_folder(trained, task.model_id) / "model.pkl").is_file()
+
+
+def test_the_error_threshold_fails_the_step_naming_the_models(project, capsys):
+    root = project({"toy": toy_config(model={"holdout": 4, "fail": ["s01", "s03"]}, parallel={"error_threshold": 1})})
+    prepared = run_prepare(root)
+    capsys.readouterr()
+    assert run_train(prepared) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "train: FAILED toy/store=s01: ValueError: asked to fail for s01" in err
+    assert err[-1] == (
+        "error: train: 2 of 6 models failed, error threshold 1: toy/store=s01: ValueError: asked to fail for s01; "
+        "toy/store=s03: ValueError: asked to fail for s03"
+    )
+    assert counts(prepared) == (4, 0, 2)  # the summary is written before the threshold is checked
+    assert not model_folder(prepared.parent / "train", "toy/store=s01").exists()
+    assert run_train(prepared, "--error-threshold", "2") == 0  # the command line overrides the config
+    assert counts(prepared) == (0, 4, 2)  # failures are retried on a rerun, successes kept
+
+
+def test_check_error_threshold():
+    def result(status: str) -> ModelResult:
+        return ModelResult("u", f"u/{status}", "u", "", status, "d", "c", error="E: x")
+
+    results = [result("trained"), result("failed"), result("failed")]
+    check_error_threshold(results, 2)
+    check_error_threshold(results, -1)  # any number tolerated
+    with pytest.raises(RuntimeError, match="2 of 3 models failed, error threshold 0"):
+        check_error_threshold(results, 0)
+
+
+def test_fit_many_is_used_when_present_and_equals_one_by_one(project):
+    many = toy_config(code="toyuc.model:LeastSquaresMany", model={"holdout": 4, "fail": ["s02"]})
+    root = project({"toy": toy_config(), "many": many})
+    prepared = run_prepare(root, "toy,many")
+    assert run_train(prepared) == 0
+    trained = prepared.parent / "train"
+    results = {r["model_id"]: r for r in read_json(trained / SUMMARY_FILE)["results"]}
+    assert results["many/store=s02"]["status"] == "failed"  # one partition's failure inside fit_many is its own
+    assert results["many/store=s02"]["error"] == "ValueError: asked to fail for s02"
+    for i in (0, 1, 3, 4, 5):
+        alone, together = results[f"toy/store=s{i:02d}"], results[f"many/store=s{i:02d}"]
+        assert (alone["estimator"], together["estimator"]) == ("lstsq-one", "lstsq-many")
+        assert together["metrics"] == pytest.approx(alone["metrics"], rel=1e-9)
+        one, all_at_once = read_result(trained, alone["model_id"]), read_result(trained, together["model_id"])
+        assert one["sample_input"] == all_at_once["sample_input"] and len(one["sample_input"]) == 2
+        assert one["holdout"]["actual"] == all_at_once["holdout"]["actual"]
+        assert one["holdout"]["predicted"] == pytest.approx(all_at_once["holdout"]["predicted"], rel=1e-9)
+
+
+def test_a_model_of_a_use_case_no_longer_declared_fails_alone(project, tmp_path):
+    root = project({"toy": toy_config(), "other": toy_config()})
+    prepared = run_prepare(root, "toy,other")
+    tasks = read_plan(prepared)
+    (root / "pyproject.toml").write_text('[tool.mlops.use-cases]\ntoy = "configs/toy.json"\n')
+    forget_loaded_code()
+    results = train_batch(tasks, prepared, tmp_path / "trained", root)
+    assert {r.status for r in results if r.use_case == "toy"} == {"trained"}
+    gone = [r for r in results if r.use_case == "other"]
+    assert {r.status for r in gone} == {"failed"} and "unknown use case 'other'" in gone[0].error
 
 
 @pytest.mark.slow
-def test_dask_cluster_gives_the_same_metrics_as_the_process_pool(settings, tmp_path):
+def test_a_dask_cluster_trains_the_same_models_as_the_process_pool(project, monkeypatch):
     from dask.distributed import LocalCluster
 
-    config, prepared = write_config(tmp_path), tmp_path / "prepared"
-    tasks = prepare(config, prepared)
-    pool = run_tasks(tasks, prepared, tmp_path / "pool", config, workers=2)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        on_dask = run_tasks(
-            tasks, prepared, tmp_path / "dask", config, workers=1, dask_scheduler_address=cluster.scheduler_address
-        )
-    assert [r.model_id for r in on_dask] == [r.model_id for r in pool] == [t.model_id for t in tasks]
-    assert {r.status for r in pool + on_dask} == {"trained"}
+    root = project()
+    prepared = run_prepare(root)
+    monkeypatch.setenv("MAX_WORKERS", "2")
+    assert run_train(prepared) == 0
+    pool = read_json(prepared.parent / "train" / SUMMARY_FILE)["results"]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        forget_loaded_code()
+        out = prepared.parent / "dask"
+        assert train.main(["--prepared", str(prepared), "--output", str(out)]) == 0
+    on_dask = read_json(out / SUMMARY_FILE)["results"]
+    assert [r["model_id"] for r in on_dask] == [r["model_id"] for r in pool]
+    assert {r["status"] for r in on_dask + pool} == {"trained"}
     for a, b in zip(pool, on_dask, strict=True):
-        assert a.metrics == pytest.approx(b.metrics, rel=1e-9), a.model_id
-        assert a.estimator == b.estimator == "ridge"
-        assert (model_folder(tmp_path / "dask", b.model_id) / "model.joblib").is_file()
+        assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-12), a["model_id"]
 
 
-def test_partitions_trained_together_match_one_by_one_and_fail_alone(settings, tmp_path):
-    config, prepared = write_config(tmp_path), tmp_path / "prepared"
-    tasks = prepare(config, prepared)
-    short = prepared / tasks[2].data_file  # same header, too few rows to hold out: fails, and only it
-    short.write_text("".join(short.read_text().splitlines(keepends=True)[:41]))
-    together = train_batch(tasks, prepared, tmp_path / "together", config)
-    assert [r.model_id for r in together] == [t.model_id for t in tasks]
-    assert [r.status for r in together] == ["trained", "trained", "failed", "trained"]
-    assert together[2].error.startswith("ValueError") and "too few" in together[2].error
-    for task, result in zip(tasks, together, strict=True):
-        if result.status == "failed":
-            assert not model_folder(tmp_path / "together", task.model_id).exists()
-            continue
-        alone = train_one(task, prepared, tmp_path / "alone", config)
-        assert result.metrics == pytest.approx(alone.metrics, rel=1e-9)
-        saved = [read_json(model_folder(tmp_path / run, task.model_id) / "model.json") for run in ("together", "alone")]
-        assert saved[0]["sample_input"] == saved[1]["sample_input"] and len(saved[0]["sample_input"]) == 2
-        assert saved[0]["input_schema"] == saved[1]["input_schema"]
-    rerun = train_batch(tasks, prepared, tmp_path / "together", config)
-    assert [r.status for r in rerun] == ["skipped", "skipped", "failed", "skipped"]
-
-
-def test_what_runs_meanwhile_fails_the_run_and_stops_the_pool(settings, tmp_path):
-    config, prepared = write_config(tmp_path), tmp_path / "prepared"
-    tasks = prepare(config, prepared)
-
-    def unreachable_registry() -> None:
-        raise RuntimeError("registry unreachable")
-
-    with pytest.raises(RuntimeError, match="registry unreachable"):
-        run_tasks(tasks, prepared, tmp_path / "trained", config, workers=2, meanwhile=unreachable_registry)
-
-
-def test_azure_parallel_job_entry_trains_a_mini_batch_like_the_local_step(settings, tmp_path):
-    """What Azure ML's parallel job calls (`init()`, then `run(mini_batch)` with file paths), run here on local
-    files: planned files are trained with the local batch function, other files acknowledged, failures left out
+def test_azure_parallel_job_entry_trains_a_mini_batch_like_the_local_step(project, tmp_path):
+    """What Azure ML's parallel job calls (`init()`, then `run(mini_batch)` with file paths), run on local
+    files: planned files are trained by the local batch function, other files acknowledged, failures left out
     of the result (Azure ML counts them against the job's error threshold)."""
     from ml_service.pipelines.azureml import parallel_entry
 
-    config, prepared, trained = write_config(tmp_path), tmp_path / "prepared", tmp_path / "trained"
-    tasks = prepare(config, prepared)
-    broken = prepared / tasks[1].data_file
-    broken.write_text("".join(broken.read_text().splitlines(keepends=True)[:30]))
+    root = project({"toy": toy_config(model={"holdout": 4, "fail": ["s01"]})})
+    prepared = run_prepare(root)
+    tasks = read_plan(prepared)
+    trained = tmp_path / "trained"
     # The parallel driver passes its own --output on the same command line: the entry script's is --mlops-output.
     driver = ["--output", str(tmp_path / "driver"), "--mini_batch_size", "10"]
-    parallel_entry.init([*driver, "--prepared", str(prepared), "--mlops-output", str(trained), "--config", str(config)])
+    parallel_entry.init([*driver, "--prepared", str(prepared), "--mlops-output", str(trained), "--azureml-extra", "1"])
+    assert not (tmp_path / "driver").exists()
+    parallel_entry._state["root"] = root  # the code snapshot's root is the project (here a temporary one)
     files = [str(prepared / "prepared.json"), *(str(prepared / t.data_file) for t in tasks)]
     lines = [json.loads(line) for line in parallel_entry.run(files)]
     assert lines[0] == {"file": "prepared.json", "status": "not a planned model"}
-    assert [line["model_id"] for line in lines[1:]] == [t.model_id for i, t in enumerate(tasks) if i != 1]
+    assert [line["model_id"] for line in lines[1:]] == [t.model_id for t in tasks if t.key != "store=s01"]
     assert {line["status"] for line in lines[1:]} == {"trained"}
-    alone = train_one(tasks[0], prepared, tmp_path / "alone", config)
-    assert lines[1]["metrics"] == pytest.approx(alone.metrics, rel=1e-9)
-    assert not model_folder(trained, tasks[1].model_id).exists()
-    assert not (tmp_path / "driver").exists()
+    alone = train_batch(tasks[:1], prepared, tmp_path / "alone", root)[0]
+    assert lines[1]["metrics"] == pytest.approx(alone.metrics, rel=1e-12)
+    assert not model_folder(trained, "toy/store=s01").exists()

@@ -5,6 +5,9 @@ Azure DevOps is not reachable from here, so these tests check what can be checke
 - the variables-only template (which the schema cannot express) has the expected structure;
 - every `template:` reference points at an existing file;
 - every `python -m <module>` the YAML runs exists, answers `--help` and accepts the options it is given;
+- every Azure ML run the YAML starts (`run_pipeline --use-case ...`) is executed locally as a dry run: the job
+  renders and validates offline, and each step's cloud command names a module of the one step set
+  (`ml_service.pipelines.steps.<step>`, the train step as a parallel job) that accepts the options it is given;
 - every `make <target>` the YAML runs is a target of the Makefile.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +23,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ml_service.config import declared_groups, declared_use_cases
 from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import run_module
 
 BIN = Path(sys.executable).parent
 
 # Modules named in docs/contracts.md that the pipelines call but that other developers are still writing.
 # While a module's file is missing, its checks are xfailed; once it lands they run for real.
-# Remove names as they land (an empty set is the goal).
-PENDING_MODULES: set[str] = {
-    "ml_service.scoring.package",
-    "ml_service.util.smoke_test_scoring_service",
-}
+# Add a name only while its module is being written; an empty set is the goal (every module has landed).
+PENDING_MODULES: set[str] = set()
+RUN_PIPELINE = "ml_service.pipelines.azureml.run_pipeline"
+STEPS = ("prepare", "train", "evaluate", "register")
+STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS}
+PARALLEL_ENTRY = "ml_service/pipelines/azureml/parallel_entry.py"
+PLACEHOLDER = re.compile(r"\$\{\{[^}]*\}\}")
 
 YAML_DIRS = (REPO / ".pipelines", REPO / "environment_setup")
 VARIABLE_GROUPS = {"devopsforai-aml-vg", "mmmo-vg"}
@@ -39,10 +47,14 @@ MAKE = re.compile(r"(?<![\w/.-])make\s+([A-Za-z][\w-]*)")
 OPTION = re.compile(r"(?<!\S)(--[A-Za-z][\w-]*)")
 
 
+# environment_setup/ also holds YAML that is not Azure DevOps YAML: the deployment environments both CI systems read
+NOT_PIPELINES = {REPO / "environment_setup" / "environments.yml"}
+
+
 def _yaml_files() -> list[Path]:
     files = sorted(p for d in YAML_DIRS for p in d.rglob("*.yml"))
     files += sorted(p for d in YAML_DIRS for p in d.rglob("*.yaml"))
-    return files
+    return [p for p in files if p not in NOT_PIPELINES]
 
 
 def _load(path: Path):
@@ -301,123 +313,102 @@ def test_code_coverage_is_published_with_the_current_task():
     assert "PublishCodeCoverageResults@2" in tasks and "PublishCodeCoverageResults@1" not in tasks
 
 
-def _run_pipeline_calls() -> list[tuple[str, str]]:
-    return [
-        (_rel(path), line)
-        for path in YAML_FILES
-        for text in _strings(_load(path))
-        for line in text.splitlines()
-        if "ml_service.pipelines.azureml.run_pipeline" in line
-    ]
+RUN_TEMPLATE = "templates/azure-ml-run-template.yml"
 
 
-def test_azure_ml_runs_are_split_so_no_task_outlives_its_sign_in():
-    """Submit, wait and check are separate AzureCLI@2 tasks; the wait uses a credential that renews itself
-    (System.AccessToken mapped), the check runs in a fresh task and sets runPipeline.registered."""
-    calls = _run_pipeline_calls()
-    assert calls and all(
-        any(phase in line for phase in ("--submit-to", "--wait-for", "--check")) for _, line in calls
-    ), calls
-    template = _load(REPO / ".pipelines" / "templates" / "azure-ml-run-template.yml")
-    steps = template["steps"]
-    wait = next(s for s in steps if "--wait-for" in s.get("inputs", {}).get("inlineScript", ""))
-    assert wait["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
-    check = next(s for s in steps if "--check" in s.get("inputs", {}).get("inlineScript", ""))
-    assert check["name"] == "runPipeline" and check["task"] == "AzureCLI@2"
-    for file in ("diabetes_regression-ci.yml", "ff-build-train.yml", "ff-prepare-data.yml"):
-        text = (REPO / ".pipelines" / file).read_text(encoding="utf-8")
-        assert "templates/azure-ml-run-template.yml" in text, file
-
-
-def test_nothing_promoted_skips_the_deploy_stages():
-    """A Train stage that registered nothing is green; the deploy stages run only when runPipeline.registered
-    is 'true' (diabetes_regression-ci), and ff-deploy-aci is triggered only by ff-build-train runs tagged
-    models-registered, a tag added only when something was registered."""
-    ci = _load(REPO / ".pipelines" / "diabetes_regression-ci.yml")
-    stages = {stage["stage"]: stage for stage in ci["stages"]}
-    registered = "eq(dependencies.Train.outputs['Train.runPipeline.registered'], 'true')"
-    assert stages["Deploy_QA"]["dependsOn"] == "Train" and registered in stages["Deploy_QA"]["condition"]
-    for later in ("Deploy_Production", "Deploy_WebApp"):  # they depend on Deploy_QA having succeeded
-        assert "succeeded()" in stages[later]["condition"]
-    build_train = _load(REPO / ".pipelines" / "ff-build-train.yml")
-    (train,) = [s for s in build_train["stages"] if s["stage"] == "Train"]
-    tagging = [s for s in train["jobs"][0]["steps"] if "build.addbuildtag" in str(s.get("bash", ""))]
-    assert len(tagging) == 1 and "models-registered" in tagging[0]["bash"]
-    assert "eq(variables['runPipeline.registered'], 'true')" in tagging[0]["condition"]
-    deploy = _load(REPO / ".pipelines" / "ff-deploy-aci.yml")
-    (resource,) = deploy["resources"]["pipelines"]
-    assert resource["source"] == "ff-build-train" and resource["trigger"]["tags"] == ["models-registered"]
-
-
-def test_python_steps_get_the_settings_environment():
-    """Every AzureCLI@2 step that runs ml_service maps the variables the Python settings read."""
-    required = {
-        "AZURE_SUBSCRIPTION_ID",
-        "RESOURCE_GROUP",
-        "WORKSPACE_NAME",
-        "AML_COMPUTE_CLUSTER_NAME",
-        "MLFLOW_TRACKING_URI",
-        "BUILD_ID",
-        "BUILD_URI",
-        "SCORING_API_KEY",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    }
-    checked = 0
+def _run_pipeline_calls() -> list[tuple[str, list[str]]]:
+    """(file, arguments) of every Azure ML run the YAML starts: each use of the run template (submit, wait and
+    check of one job, with its parameters), and any `python -m ...run_pipeline ...` line outside that template."""
+    calls = []
     for path in YAML_FILES:
-        for value in _mappings(_load(path)):
-            if value.get("task") == "AzureCLI@2":
-                script = value.get("inputs", {}).get("inlineScript", "")
-                if "python -m ml_service" in script or "${{ parameters.command }}" in script:
-                    checked += 1
-                    assert required <= set(value.get("env", {})), (_rel(path), required - set(value["env"]))
-                    assert value["env"]["BUILD_ID"] == "$(Build.BuildId)"
-    assert checked >= 1
+        if path.name == Path(RUN_TEMPLATE).name:
+            continue  # its lines hold ${{ parameters.* }}: the uses of the template below carry the values
+        document = _load(path)
+        for mapping in _mappings(document):
+            if mapping.get("template") == RUN_TEMPLATE:
+                parameters = mapping.get("parameters") or {}
+                extra = shlex.split(str(parameters.get("extraArguments", "")))
+                calls.append((_rel(path), ["--use-case", str(parameters["useCase"]), *extra]))
+        for text in _strings(document):
+            for line in text.splitlines():
+                for match in PYTHON_M.finditer(line):
+                    if match.group(1) == RUN_PIPELINE:
+                        calls.append((_rel(path), shlex.split(match.group(2))))
+    return calls
 
 
-# --- the commands the YAML runs -------------------------------------------------------------------
+RUN_PIPELINE_CALLS = _run_pipeline_calls()
 
 
-def test_yaml_runs_ml_service_modules():
-    assert "ml_service.pipelines.azureml.run_pipeline" in ML_SERVICE_MODULES
-    assert "ml_service.util.smoke_test_scoring_service" in ML_SERVICE_MODULES
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
 
 
-def test_pending_modules_are_contract_modules():
-    contract = _contract_modules()
-    assert PENDING_MODULES <= contract, f"not in docs/contracts.md: {sorted(PENDING_MODULES - contract)}"
+def test_yaml_runs_declared_use_cases_and_steps():
+    """`--use-case` names a declared use case or group (pyproject.toml), `--steps` only steps of the one set."""
+    assert {" ".join(args) for _, args in RUN_PIPELINE_CALLS} >= {
+        "--use-case diabetes_regression",
+        "--use-case ff",
+        "--use-case ff --steps prepare",
+    }
+    known = set(declared_use_cases(REPO)) | set(declared_groups(REPO))
+    for file, args in RUN_PIPELINE_CALLS:
+        names = (_option(args, "--use-case") or "").split(",")
+        assert names != [""] and set(names) <= known, (file, names, sorted(known))
+        assert set((_option(args, "--steps") or ",".join(STEPS)).split(",")) <= set(STEPS), (file, args)
 
 
-@pytest.mark.parametrize("module", ML_SERVICE_MODULES)
-def test_ml_service_module_is_in_the_contracts(module):
-    assert module in _contract_modules(), f"{module} is not a command of docs/contracts.md"
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory) -> dict[tuple[str, ...], tuple[subprocess.CompletedProcess, Path]]:
+    """Each distinct run the YAML starts, executed here as a dry run (`--wait` is the cloud's part; the job is
+    rendered, validated by the SDK offline and written with the code snapshot it would upload)."""
+    out: dict[tuple[str, ...], tuple[subprocess.CompletedProcess, Path]] = {}
+    for _, args in RUN_PIPELINE_CALLS:
+        key = tuple(a for a in args if a != "--wait")
+        if key not in out:
+            folder = tmp_path_factory.mktemp("dry-run")
+            # module scope runs before the per-test settings fixture: pin the local store here
+            env = {"LOCAL_DIR": str(folder / "local")}
+            result = run_module(RUN_PIPELINE, *key, "--dry-run", "--output", str(folder / "job"), env=env, timeout=300)
+            out[key] = (result, folder / "job")
+    return out
 
 
-@pytest.mark.parametrize("module", ML_SERVICE_MODULES)
-def test_ml_service_module_file_exists(module):
-    _xfail_if_pending(module)
-    assert _module_file(module) is not None, f"no {module.replace('.', '/')}.py under {REPO}"
+@pytest.fixture(scope="module")
+def step_help() -> dict[str, str]:
+    """`--help` of each module of the one step set."""
+    out = {}
+    for module in sorted(STEP_MODULES):
+        result = run_module(module, "--help", timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out[module] = result.stdout
+    return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ML_SERVICE_MODULES)
-def test_ml_service_module_answers_help_and_takes_the_options_used(module):
-    _xfail_if_pending(module)
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    used = set().union(*(options for _, options in CALLS[module]))
-    unknown = sorted(o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", result.stdout))
-    assert not unknown, f"{module} --help does not list {unknown}, which the pipelines pass"
-
-
-@pytest.mark.parametrize("module", OTHER_MODULES)
-def test_other_modules_are_installed(module):
-    assert importlib.util.find_spec(module.split(".")[0]) is not None, module
+@pytest.mark.parametrize(("file", "args"), RUN_PIPELINE_CALLS, ids=[" ".join(a) for _, a in RUN_PIPELINE_CALLS])
+def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_help):
+    result, folder = dry_runs[tuple(a for a in args if a != "--wait")]
+    assert result.returncode == 0, f"{file}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    job = yaml.safe_load((folder / "pipeline.yml").read_text())
+    steps = (_option(args, "--steps") or ",".join(STEPS)).split(",")
+    assert list(job["jobs"]) == steps, (file, list(job["jobs"]))
+    use_cases = (_option(args, "--use-case") or "").split(",")
+    members = [m for name in use_cases for m in declared_groups(REPO).get(name, [name])]
+    for name, step in job["jobs"].items():
+        component = step["component"]
+        if step["type"] == "parallel":  # the train step: the many-models fan-out as an Azure ML parallel job
+            assert name == "train" and component["task"]["entry_script"] == PARALLEL_ENTRY
+            assert (folder / "code" / PARALLEL_ENTRY).is_file()
+            continue
+        command = shlex.split(PLACEHOLDER.sub("X", component["command"]))
+        assert command[:2] == ["python", "-m"] and command[2] == f"ml_service.pipelines.steps.{name}", command
+        used = [a for a in command[3:] if a.startswith("--")]
+        unknown = [o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", step_help[command[2]])]
+        assert not unknown, f"{command[2]} --help does not list {unknown}, which the job passes"
+        if name == "prepare":  # a group runs as its declared members
+            assert _option(command, "--use-case").split(",") == members, command
+        assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
 
 
 def test_make_targets_exist():

@@ -8,6 +8,7 @@ the package's manifest carries the promoted versions and their lineage.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,14 +187,14 @@ def test_an_empty_package_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_package_models_from_a_fetched_folder_keeps_versions_and_lineage(tmp_path):
-    import joblib
     from sklearn.linear_model import Ridge
 
+    from tests.test_scoring_support import save_single
+
     models = tmp_path / "models"
-    folder = models / "diabetes_model"
-    folder.mkdir(parents=True)
-    joblib.dump(Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), folder / "model.joblib")
-    (folder / "model.json").write_text(json.dumps({"model_name": "diabetes_model", "input_columns": ["x"]}))
+    folder = save_single(
+        Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), models / "diabetes_model", [[0.5]], input_types={"x": "number"}
+    )
     item = {
         "name": "diabetes_model",
         "version": "7",
@@ -208,12 +209,10 @@ def test_package_models_from_a_fetched_folder_keeps_versions_and_lineage(tmp_pat
     (entry,) = manifest["models"]
     assert (entry["name"], entry["version"], entry["run_id"]) == ("diabetes_model", "7", "run-abc")
     assert entry["source"] == item["asset_id"] and entry["lineage"]["data_hash"] == "d41d8"
-    assert (out / "package" / "models" / "diabetes_model" / "model.joblib").is_file()
+    assert (out / "package" / "models" / "diabetes_model" / "MLmodel").is_file()
     assert (out / "Dockerfile").is_file()
 
-    (models / "diabetes_model" / "model.joblib").unlink()
-    (models / "diabetes_model" / "model.json").unlink()
-    (models / "diabetes_model").rmdir()
+    shutil.rmtree(folder)
     missing = _run("ml_service.scoring.package", "--models-from", str(models), "--output", str(tmp_path / "p2"))
     assert missing.returncode == 1 and "no model folder for diabetes_model" in missing.stderr
     assert not (tmp_path / "p2").exists()

@@ -10,6 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ml_service.scoring.inputs import InputError, accepts_arrays, rows_to_array, rows_to_frame, schema_from_metadata
+from ml_service.scoring.model_store import ModelStore, entries_for_folder
+from tests.test_scoring_support import DIABETES_ROWS, SHOP_ROWS, SHOP_TYPES, diabetes_model, save_single, shop_model
 
 COLUMNS = ["a", "b", "c"]
 SCHEMA = schema_from_metadata({"input_columns": COLUMNS})
@@ -73,3 +75,20 @@ def test_an_integer_beyond_float_range_is_an_input_error_with_or_without_dates()
                 assert "too large" in str(error)
                 continue
             raise AssertionError(f"{convert.__name__} accepted {row!r}")
+
+
+def test_text_and_boolean_inputs_keep_dataframes(tmp_path):
+    shop = schema_from_metadata({"input_columns": list(SHOP_TYPES), "input_schema": SHOP_TYPES})
+    assert [column.kind for column in shop] == [SHOP_TYPES[c] for c in SHOP_TYPES]
+    assert not accepts_arrays(shop_model(), shop, SHOP_ROWS)
+    frame = rows_to_frame(shop, SHOP_ROWS)
+    assert frame["promo"].dtype == bool and frame["colour"].tolist() == ["red", "blue"]
+
+
+def test_the_store_decides_per_registered_model(tmp_path):
+    numbers = save_single(diabetes_model(), tmp_path / "diabetes_model", DIABETES_ROWS[:1])
+    text = save_single(shop_model(), tmp_path / "shop_model", SHOP_ROWS[:1], input_types=SHOP_TYPES)
+    store = ModelStore(
+        entries_for_folder("diabetes_model", "1", numbers) + entries_for_folder("shop_model", "1", text), 2
+    )
+    assert store.get("diabetes_model").array_input and not store.get("shop_model").array_input

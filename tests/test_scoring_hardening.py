@@ -12,12 +12,13 @@ import pickle
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from ml_service.registry.model_folder import save_model_folder
+from ml_service.registry.model_set import MODEL_FILE
 from tests.test_scoring_support import (
     DIABETES_ROWS,
     GateModel,
@@ -32,8 +33,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_health_answers_while_a_prediction_runs(tmp_path):
-    gate = tmp_path / "gate-model"
-    save_model_folder(GateModel(str(tmp_path)), gate, {"input_columns": ["x"]})
+    # no sample input: the store's load-time probes never call its predict; the folder is not tmp_path/gate (that
+    # file is what releases the prediction)
+    model = GateModel(str(tmp_path))
+    gate = save_single(model, tmp_path / "gate-model", name="gate", input_types={"x": "number"})
     root = write_package(tmp_path / "ctx", {"gate": gate, "d": save_single(diabetes_model(), tmp_path / "d")})
     process, url = serve_test_package(root, dict(os.environ), "--workers", "1")
     try:
@@ -90,13 +93,17 @@ def test_broken_missing_and_swapped_model_files_are_refused_once_and_listed(tmp_
     folders = {name: save_single(diabetes_model(), tmp_path / name) for name in ("ok", "truncated", "gone", "swapped")}
     root = write_package(tmp_path / "ctx", folders)
     models = root / "package" / "models"
-    data = (models / "truncated" / "model.joblib").read_bytes()
-    (models / "truncated" / "model.joblib").write_bytes(data[: len(data) // 2])
-    (models / "swapped" / "model.joblib").write_bytes(pickle.dumps(Exploit()))
+
+    def pickled(name: str) -> Path:  # the single model's file in the registered MLflow folder
+        (path,) = (models / name).rglob(MODEL_FILE)
+        return path
+
+    data = pickled("truncated").read_bytes()
+    pickled("truncated").write_bytes(data[: len(data) // 2])
+    pickled("swapped").write_bytes(pickle.dumps(Exploit()))
     process, url = serve_test_package(root, dict(os.environ), "--workers", "1")
     try:
-        for name in ("model.joblib", "model.json"):  # deleted while the service runs (at start-up: refused)
-            (models / "gone" / name).unlink()
+        pickled("gone").unlink()  # deleted while the service runs (its catalogue files at start-up: refused)
         for name, why in (("truncated", "sha256"), ("swapped", "sha256"), ("gone", "missing")):
             for _ in range(3):
                 response = httpx.post(f"{url}/score", json={"model_name": name, "data": DIABETES_ROWS}, timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import httpx
 import pytest
@@ -12,14 +13,21 @@ from fastapi.testclient import TestClient
 from ml_service.scoring.app import create_app
 from ml_service.scoring.model_store import ModelStore
 from ml_service.scoring.package import main as package_main
-from ml_service.scoring.package import parse_lock, requirement_closure
+from ml_service.scoring.package import parse_lock, requirement_closure, use_case_packages
 from ml_service.util.smoke_test_scoring_service import main as smoke_main
 from tests.test_scoring_support import (
     DIABETES_ROWS,
     ENERGY_ROWS,
+    REPO_ROOT,
+    SHOP_ALLOWED,
+    SHOP_ROWS,
+    SHOP_TYPES,
     free_port,
+    register_folder,
     register_standard_models,
+    save_single,
     serve_package,
+    shop_model,
     stop,
 )
 
@@ -77,7 +85,15 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
     assert '"--host", "0.0.0.0"' in dockerfile and "EXPOSE 5001" in dockerfile
     requirements = (out / "requirements.txt").read_text()
     assert "fastapi==" in requirements and "scikit-learn==" in requirements and "mlflow" not in requirements
-    assert (out / "ff" / "features.py").is_file() and (out / "diabetes_regression" / "scoring" / "score.py").is_file()
+    # pickled models import their use case's code: every declared use case's package is shipped
+    shipped = use_case_packages(REPO_ROOT)
+    assert shipped and all(list((out / name).rglob("*.py")) for name in shipped), shipped
+    assert not (out / "tests").exists() and not (out / "bootstrap").exists()
+    # each model is the registered MLflow model, as downloaded: MLmodel, the shipped loader, the data folder
+    single = out / "package" / "models" / "diabetes_model"
+    assert (single / "MLmodel").is_file() and (single / "code" / "mlops_pyfunc_model.py").is_file()
+    assert (single / "data" / "model" / "manifest.json").is_file()
+    assert "data/model/models/model/model.pkl" in manifest["models"][0]["files"]
     assert not (out / "ml_service" / "registry" / "mlflow_registry.py").exists()
     assert not list(tmp_path.glob(".ctx.*"))  # no staging folder left behind
 
@@ -115,11 +131,16 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
         assert code == 0 and "4/4 models answered (5 servable)" in stdout, stdout
         code, _, stderr = smoke(capsys, "--url", url, "--key", "nope")
         assert code == 1 and "401" in stderr
-        metadata_path = out / "package" / "models" / "diabetes_model" / "model.json"
-        metadata = json.loads(metadata_path.read_text())
-        metadata["sample_input"] = [[1, 2, 3]]  # wrong width: the service answers 422 to the smoke test
-        metadata_path.write_text(json.dumps(metadata))
-        code, stdout, _ = smoke(capsys, "--url", url + "/score", "--key", "k3y", "--partitions", "1")
+        # a package whose diabetes sample has the wrong width: the service answers 422 to the smoke test
+        wrong = tmp_path / "wrong"
+        shutil.copytree(out, wrong)
+        model_manifest = wrong / "package" / "models" / "diabetes_model" / "data" / "model" / "manifest.json"
+        metadata = json.loads(model_manifest.read_text())
+        metadata["models"][""]["sample_input"] = [[1, 2, 3]]
+        model_manifest.write_text(json.dumps(metadata))
+        code, stdout, _ = smoke(
+            capsys, "--url", url + "/score", "--key", "k3y", "--partitions", "1", "--package", str(wrong)
+        )
         assert code == 1 and "FAILED: diabetes_model" in stdout and "ok   nyc_energy_model" in stdout, stdout
     finally:
         log = stop(process)
@@ -136,3 +157,28 @@ def test_package_refuses_to_replace_a_foreign_folder(settings, tmp_path, capsys)
     assert package_main(["--output", str(foreign)]) == 1
     assert "refusing" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_packaged_service_checks_text_and_boolean_inputs(settings, tmp_path, capsys):
+    """Types and allowed values travel with the registered model into the package and the served image."""
+    folder = save_single(
+        shop_model(), tmp_path / "shop_model", SHOP_ROWS[:1], input_types=SHOP_TYPES, allowed=SHOP_ALLOWED
+    )
+    register_folder(settings, folder, "shop_model")
+    out = tmp_path / "ctx"
+    assert package_main(["--output", str(out)]) == 0, capsys.readouterr().err
+    process, url = serve_package(out, dict(os.environ))
+    try:
+        good = httpx.post(f"{url}/score", json={"model_name": "shop_model", "data": SHOP_ROWS}, timeout=10)
+        assert good.status_code == 200 and len(good.json()["predictions"]) == 2, good.text
+        bad = httpx.post(
+            f"{url}/score", json={"model_name": "shop_model", "data": [["purple", "t", True, 1.0]]}, timeout=10
+        )
+        assert bad.status_code == 422 and bad.json()["field"] == "data[0][0]"
+        assert "'colour' must be one of [red, green, blue], got 'purple'" in bad.json()["detail"]
+        flag = httpx.post(f"{url}/score", json={"model_name": "shop_model", "data": [["red", "t", 1, 1.0]]}, timeout=10)
+        assert flag.status_code == 422 and "'promo' must be true or false" in flag.json()["detail"]
+        code, stdout, _ = smoke(capsys, "--url", url)
+        assert code == 0 and "1/1 models answered" in stdout, stdout
+    finally:
+        stop(process)

@@ -5,33 +5,42 @@ from __future__ import annotations
 import json
 import logging
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from ml_service.scoring import app as app_module
 from ml_service.scoring.app import LOGGER_NAME, create_app
-from ml_service.scoring.model_store import ModelStore, entries_for_folder
+from ml_service.scoring.model_store import CatalogueError, ModelStore, entries_for_folder
 from ml_service.util.env_variables import Settings
 from tests.test_scoring_support import (
     DIABETES_ROWS,
     ENERGY_ROWS,
+    SHOP_ALLOWED,
+    SHOP_ROWS,
+    SHOP_TYPES,
     build_model_set,
     diabetes_model,
     energy_model,
     register_standard_models,
     save_single,
+    shop_model,
 )
 
 SET = "nyc_energy_regions_model"
+SHOP = "shop_model"
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
+    """Registered versions (MLflow model folders): two single models, a model set of three, a model with text
+    and boolean inputs."""
     root = tmp_path_factory.mktemp("models")
     return {
-        "diabetes_model": save_single(diabetes_model(), root / "d", DIABETES_ROWS[:1]),
-        "nyc_energy_model": save_single(energy_model(), root / "e"),
-        SET: build_model_set(root / "s", ["r0001", "r0002", "r0003"]),
+        "diabetes_model": save_single(diabetes_model(), root / "diabetes_model", DIABETES_ROWS[:1]),
+        "nyc_energy_model": save_single(energy_model(), root / "nyc_energy_model"),
+        SET: build_model_set(root / SET, ["r0001", "r0002", "r0003"]),
+        SHOP: save_single(shop_model(), root / SHOP, SHOP_ROWS[:1], input_types=SHOP_TYPES, allowed=SHOP_ALLOWED),
     }
 
 
@@ -57,9 +66,7 @@ def test_issue_shapes_get_and_post(client):
     url = "/score?model_name=diabetes_model&data=[[1,2,3,4,5,6,7,8,9,0],[56,33,11,88,0,43,6,8,1,68]]"
     diabetes = client.get(url)
     assert diabetes.status_code == 200 and len(diabetes.json()["predictions"]) == 2
-    expected = diabetes_model().predict(
-        __import__("pandas").DataFrame(DIABETES_ROWS, columns=diabetes_model().feature_names_in_)
-    )
+    expected = diabetes_model().predict(pd.DataFrame(DIABETES_ROWS, columns=diabetes_model().feature_names_in_))
     assert diabetes.json()["predictions"] == pytest.approx(list(expected))
     post = client.post("/score", json={"model_name": "nyc_energy_model", "data": [["2017-08-13 06:00", 0, 50]]})
     assert post.status_code == 200 and len(post.json()["predictions"]) == 1
@@ -76,7 +83,7 @@ def test_partition_models_answer_with_their_versions(client):
 
 def test_models_list_filter_paginate_and_detail(client):
     everything = client.get("/models")
-    assert everything.headers["x-total-count"] == "5"
+    assert everything.headers["x-total-count"] == "6"
     names = [m["name"] for m in everything.json()]
     assert names == sorted(names) and "diabetes_model" in names and f"{SET}/region=r0003" in names
     assert all({"name", "version", "metrics"} <= set(m) for m in everything.json())
@@ -198,7 +205,7 @@ def test_lru_evicts_least_recently_used_and_reloads(folders):
     loads = []
     client, store = make_client(folders, cache_size=2)
     original = store._loader
-    store._loader = lambda folder, hashes: loads.append(folder.name) or original(folder, hashes)
+    store._loader = lambda folder, hashes: loads.append(folder) or original(folder, hashes)
     a, b, c = "diabetes_model", "nyc_energy_model", f"{SET}/region=r0001"
     rows = {a: DIABETES_ROWS, b: ENERGY_ROWS, c: ENERGY_ROWS}
 
@@ -209,7 +216,7 @@ def test_lru_evicts_least_recently_used_and_reloads(folders):
         score(name)
     assert sorted(store.loaded) == sorted([a, c]) and store.evictions == 1
     score(b)  # reloaded, evicting a
-    assert loads == ["d", "e", "region=r0001", "e"] and sorted(store.loaded) == sorted([b, c])
+    assert loads == [store.entry(name).folder for name in (a, b, c, b)] and sorted(store.loaded) == sorted([b, c])
     assert client.get("/health").json()["loaded"] == 2
 
 
@@ -244,15 +251,79 @@ def test_application_insights_only_when_configured(folders, monkeypatch):
 
 
 def test_broken_model_never_takes_the_service_down(folders, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "model.joblib").write_bytes(b"not a pickle")
-    (broken / "model.json").write_text('{"input_columns": ["x"]}')
-    entries = entries_for_folder("broken", "1", broken) + entries_for_folder("d", "1", folders["diabetes_model"])
+    broken = save_single(diabetes_model(), tmp_path / "broken")
+    (entry,) = entries_for_folder("broken", "1", broken)
+    (entry.folder / "model.pkl").write_bytes(b"not a pickle")
+    entries = [entry, *entries_for_folder("diabetes_model", "1", folders["diabetes_model"])]
     client = TestClient(create_app(ModelStore(entries, 2), Settings()), raise_server_exceptions=False)
-    response = client.post("/score", json={"model_name": "broken", "data": [[1]]})
-    assert response.status_code == 503 and "cannot be loaded" in response.json()["detail"]
-    assert client.post("/score", json={"model_name": "d", "data": DIABETES_ROWS}).status_code == 200
+    for _ in range(2):  # refused at once the second time, with the same reason
+        response = client.post("/score", json={"model_name": "broken", "data": DIABETES_ROWS})
+        assert response.status_code == 503 and "cannot be loaded" in response.json()["detail"], response.text
+        # loaded straight from a registered folder: checked against the sha256 recorded at registration
+        assert "sha256" in response.json()["detail"] and response.json()["field"] == "model_name"
+    assert client.post("/score", json={"model_name": "diabetes_model", "data": DIABETES_ROWS}).status_code == 200
+    health = client.get("/health").json()
+    assert health["ready"] and health["unavailable"] == 1 and health["status"].startswith("degraded")
+    listed = {m["name"]: m.get("unavailable") for m in client.get("/models").json()}
+    assert "sha256" in listed["broken"] and listed["diabetes_model"] is None
+
+
+def test_a_folder_that_is_not_a_registered_model_is_refused(folders, tmp_path):
+    with pytest.raises(CatalogueError, match="not a servable registered model"):
+        entries_for_folder("diabetes_model", "1", tmp_path)
+    with pytest.raises(CatalogueError, match="registered as 'other'"):
+        entries_for_folder("other", "1", folders["diabetes_model"])
+
+
+# --- text and boolean inputs: types from the MLflow signature, allowed values from the manifest ----------------
+
+
+def shop_predictions(rows) -> list[float]:
+    frame = pd.DataFrame(rows, columns=list(SHOP_TYPES))
+    return list(shop_model().predict(frame))
+
+
+def test_category_string_and_boolean_inputs_answer(client):
+    rows = [["red", "any text", True, 1.5], ["green", "", False, 1.5], ["blue", "x" * 200, True, 9.0]]
+    post = client.post("/score", json={"model_name": SHOP, "data": rows})
+    assert post.status_code == 200, post.text
+    assert post.json()["predictions"] == pytest.approx(shop_predictions(rows))
+    get = client.get("/score", params={"model_name": SHOP, "data": json.dumps(rows)})
+    assert get.status_code == 200 and get.json()["predictions"] == post.json()["predictions"]
+    # the model sees the values: the colour and the promotion change the answer as they did in training
+    red_promo, green = post.json()["predictions"][:2]
+    assert red_promo - green == pytest.approx(5 - 3, abs=0.05)  # same x; promotion +5, green +3
+    detail = client.get(f"/models/{SHOP}").json()
+    assert detail["input_columns"] == list(SHOP_TYPES)
+    colour = {"type": "category", "values": SHOP_ALLOWED["colour"]}  # allowed values from the manifest
+    assert detail["input_schema"] == {"colour": colour, "note": "string", "promo": "boolean", "x": "number"}
+
+
+BAD_SHOP_ROWS = [
+    (["purple", "t", True, 1.0], "data[0][0]", "'colour' must be one of [red, green, blue], got 'purple'"),
+    (["Red", "t", True, 1.0], "data[0][0]", "'colour' must be one of [red, green, blue], got 'Red'"),
+    ([5, "t", True, 1.0], "data[0][0]", "'colour' must be a string, got 5"),
+    ([None, "t", True, 1.0], "data[0][0]", "'colour' must be a string, got None"),
+    ([["red"], "t", True, 1.0], "data[0][0]", "'colour' must be a string"),
+    (["red", 7, True, 1.0], "data[0][1]", "'note' must be a string, got 7"),
+    (["red", "t", "true", 1.0], "data[0][2]", "'promo' must be true or false, got 'true'"),
+    (["red", "t", 1, 1.0], "data[0][2]", "'promo' must be true or false, got 1"),
+    (["red", "t", None, 1.0], "data[0][2]", "'promo' must be true or false"),
+    (["red", "t", True, "1.0"], "data[0][3]", "'x' must be a number"),
+    (["red", "t", True, False], "data[0][3]", "'x' must be a number"),
+]
+
+
+@pytest.mark.parametrize(("row", "field", "detail"), BAD_SHOP_ROWS)
+def test_bad_text_and_boolean_values_are_422_naming_the_column(client, row, field, detail):
+    good = ["green", "t", False, 2.0]
+    response = client.post("/score", json={"model_name": SHOP, "data": [good, row]})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    field = field.replace("data[0]", "data[1]")  # the second row is the bad one
+    assert body["field"] == field and body["detail"].startswith(f"{field}: column ") and detail in body["detail"]
+    get = client.get("/score", params={"model_name": SHOP, "data": json.dumps([row])})
+    assert get.status_code == 422 and detail in get.json()["detail"]
 
 
 def test_store_from_registry_serves_production_versions(settings, tmp_path):

@@ -80,7 +80,8 @@ def test_another_server_on_the_port_is_not_mistaken_for_ours(tmp_path):
             pass
 
     root = write_package(
-        tmp_path / "ctx", {"diabetes_model": save_single(diabetes_model(), tmp_path / "d", DIABETES_ROWS[:1])}
+        tmp_path / "ctx",
+        {"diabetes_model": save_single(diabetes_model(), tmp_path / "diabetes_model", DIABETES_ROWS[:1])},
     )
     other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
     threading.Thread(target=other.serve_forever, daemon=True).start()
@@ -99,7 +100,8 @@ def test_summary_has_no_access_log_lines_and_says_what_next(tmp_path):
     from tests.test_scoring_support import diabetes_model, save_single, write_package
 
     root = write_package(
-        tmp_path / "ctx", {"diabetes_model": save_single(diabetes_model(), tmp_path / "d", DIABETES_ROWS[:1])}
+        tmp_path / "ctx",
+        {"diabetes_model": save_single(diabetes_model(), tmp_path / "diabetes_model", DIABETES_ROWS[:1])},
     )
     result = run_module("ml_service.util.serve_and_smoke_test", "--package", str(root), "--port", str(free_port()))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

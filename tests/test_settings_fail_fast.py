@@ -213,7 +213,7 @@ def test_serve_from_unreachable_registry_exits_2_with_one_line():
     "module,args",
     [
         ("ml_service.pipelines.azureml.run_pipeline", ("--use-case", "any", "--dry-run")),
-        ("ml_service.scoring.deploy.aci", ("--name", "svc", "--package", "pkg", "--dry-run")),
+        ("ml_service.scoring.deploy.aci", ("--name", "svc", "--package", "pkg", "--dry-run", "--plain-http")),
         ("ml_service.util.serve_and_smoke_test", ("--package", "pkg")),
     ],
 )

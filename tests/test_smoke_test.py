@@ -16,16 +16,19 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
 from fastapi.responses import JSONResponse
+from sklearn.linear_model import Ridge
 
-from ml_service.registry.model_set import model_key, partition_folder, write_model_set
+from ml_service.registry.model_set import SINGLE_KEY, model_key
 from ml_service.scoring.package import main as package_main
 from ml_service.util.smoke_test_scoring_service import choose, main, sample_rows
 from tests.test_scoring_support import (
     free_port,
     register_standard_models,
+    save_registered,
     serve_package,
     stop,
 )
@@ -136,28 +139,15 @@ def _uvicorn_in_thread(app):
 
 
 def _small_package(folder: Path) -> Path:
-    """A package as ml_service.scoring.package lays it out: one model and a model set of three partitions.
-
-    The files are the catalogue only (manifest, model.json, empty model.joblib): the stand-in server loads nothing.
-    """
+    """A package as ml_service.scoring.package lays it out: one model and a model set of three partitions, each a
+    registered MLflow model folder (the stand-in server loads none of them)."""
     root = folder / "package"
-    single = root / "models" / "diabetes_model"
-    single.mkdir(parents=True)
-    (single / "model.joblib").write_bytes(b"")
-    (single / "model.json").write_text(json.dumps({"input_columns": ["a", "b"], "sample_input": [[1, 2], [3, 4]]}))
-    model_set = root / "models" / "regions_model"
-    for region in ("r1", "r2", "r3"):
-        partition = partition_folder(model_set, model_key({"region": region}))
-        partition.mkdir(parents=True)
-        (partition / "model.joblib").write_bytes(b"")
-    write_model_set(
-        model_set,
-        model_name="regions_model",
-        input_columns=["timeStamp", "temp"],
-        partition_columns=["region"],
-        models={model_key({"region": r}): {"version": "1"} for r in ("r1", "r2", "r3")},
-        input_schema={"timeStamp": "datetime", "temp": "number"},
-    )
+    single = {SINGLE_KEY: (Ridge().fit(pd.DataFrame({"a": [0.0, 1.0], "b": [1.0, 0.0]}), [0.0, 1.0]), {})}
+    single[SINGLE_KEY][1]["sample_input"] = [[1, 2], [3, 4]]
+    save_registered(root / "models" / "diabetes_model", "diabetes_model", single, {"a": "number", "b": "number"})
+    regions = {model_key({"region": r}): (None, {"version": "1"}) for r in ("r1", "r2", "r3")}
+    schema = {"timeStamp": "datetime", "temp": "number"}  # no sample input: rows built from the types
+    save_registered(root / "models" / "regions_model", "regions_model", regions, schema, ["region"])
     manifest = {
         "kind": "scoring_package",
         "models": [
@@ -179,7 +169,7 @@ def test_score_only_server_passes_in_package_mode_and_fails_in_default_mode(tmp_
         out = capsys.readouterr().out
         assert code == 0, out
         assert "3/3 models answered (4 in the package, POST /score only)" in out
-        assert "ok   diabetes_model: v1 2 predictions" in out  # the two rows of its model.json's sample_input
+        assert "ok   diabetes_model: v1 2 predictions" in out  # the two rows of its manifest's sample_input
         assert "ok   regions_model/region=r2: v1 1 predictions" in out and "region=r3" not in out
         assert app.state.calls == 2 + 1 + 3  # two "not ready" answers retried, the readiness call, 3 models
 

@@ -1,101 +1,169 @@
-"""The whole local flow as a user runs it: a project copy, its own registry, parameters edited by hand."""
+"""The training pipeline as a user runs it (prepare → train → evaluate → register) on a fixture use case, and the one
+promotion rule: strictly better promotes, equal keeps production."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml_service.pipelines.catalog import training_pipeline
-from ml_service.pipelines.definition import Binding, PipelineSpec, StepSpec
-from tests.conftest import copy_project, run_module
-
-RUNNER = "ml_service.pipelines.run_train_pipeline"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
-    monkeypatch.setenv("LOCAL_DIR", "local")
-    return copy_project(tmp_path / "project", ("ml_service", "diabetes_regression"), empty_mlflow_db)
+from ml_service.pipelines import run_train_pipeline
+from ml_service.pipelines.definition import Binding, PipelineSpec, StepSpec, training_pipeline
+from ml_service.registry.promotion import decide, is_better
+from ml_service.util.env_variables import load_settings
+from ml_service.util.files import read_json
+from tests.conftest import forget_loaded_code
+from tests.fixtures.projects import toy_config, toy_frame
 
 
-def set_alpha(project: Path, alpha: float) -> None:
-    path = project / "diabetes_regression" / "parameters.json"
-    params = json.loads(path.read_text())
-    params["training"]["alpha"] = alpha
-    path.write_text(json.dumps(params, indent=2))
+def run(run_dir: Path, capsys, use_cases: str = "toy") -> tuple[int, str, str]:
+    forget_loaded_code()
+    code = run_train_pipeline.main(["--use-case", use_cases, "--in-process", "--run-dir", str(run_dir)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def registry(project: Path) -> MlflowClient:
-    uri = f"sqlite:///{project / 'local' / 'mlflow.db'}"
+def registry() -> MlflowClient:
+    uri = load_settings().tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def production_manifest(tmp_path: Path, name: str) -> dict:
+    from ml_service.registry.mlflow_registry import connect, download_data, production_model
+
+    client = connect(load_settings())
+    current = production_model(client, name, "production")
+    return read_json(download_data(client, current, tmp_path / f"download-{current.version}") / "manifest.json")
+
+
 @pytest.mark.slow
-def test_promotion_gate_across_runs(project):
-    first = run_module(RUNNER, "--use-case", "diabetes_regression", cwd=project)
-    assert first.returncode == 0, first.stderr
+def test_promotion_across_runs_per_partition(project, tmp_path, capsys):
+    root = project()
+    run_dir = tmp_path / "runs" / "toy" / "current"
+    code, out, err = run(run_dir, capsys)
+    assert code == 0, err
     for step in ("[1/4] prepare", "[2/4] train", "[3/4] evaluate", "[4/4] register"):
-        assert step in first.stdout
-    assert "diabetes_regression_model version 1 registered" in first.stdout
-    client = registry(project)
-    production = client.get_model_version_by_alias("diabetes_regression_model", "production")
-    assert str(production.version) == "1"
-    assert production.tags["param.alpha"] == "0.5" and len(production.tags["data_hash"]) == 64
-    assert "git_commit" not in production.tags or production.tags["git_commit"]
+        assert step in out
+    assert "register: toy version 1: model set of 6 (6 promoted), now in production ('production')" in out
+    first = production_manifest(tmp_path, "toy")
+    assert {e["version"] for e in first["models"].values()} == {"1"}
 
-    set_alpha(project, 10_000)
-    worse = run_module(RUNNER, "--use-case", "diabetes_regression", "--in-process", cwd=project)
-    assert worse.returncode == 0, worse.stderr
-    assert "not lower, keeping the production model" in worse.stdout
-    assert "nothing registered" in worse.stdout
-    assert len(client.search_model_versions("name='diabetes_regression_model'")) == 1
+    # same data, same code: every candidate equals production, and equal is not better
+    code, out, err = run(run_dir, capsys)
+    assert code == 0, err
+    assert "evaluate: toy: 0 of 6 promoted (production version 1)" in out
+    assert "register: toy: nothing registered" in out
+    decisions = read_json(run_dir / "evaluate" / "output" / "decisions.json")["toy"]["models"]
+    assert "not lower, keeping production" in decisions["toy/store=s00"]["reason"]
+    assert len(registry().search_model_versions("name='toy'")) == 1
 
-    set_alpha(project, 0.1)
-    better = run_module(RUNNER, "--use-case", "diabetes_regression", "--in-process", cwd=project)
-    assert better.returncode == 0, better.stderr
-    assert "lower is better, promoting" in better.stdout
-    assert str(client.get_model_version_by_alias("diabetes_regression_model", "production").version) == "2"
+    # one store's data becomes easier to fit (no noise), another's harder: only the better one is promoted
+    frame = toy_frame()
+    clean = frame["store"] == "s00"
+    frame.loc[clean, "y"] = 2 * frame.loc[clean, "x"] + frame.loc[clean, "colour"].map(
+        {"red": 0, "green": 3, "blue": -2}
+    )
+    frame.loc[frame["store"] == "s01", "y"] += [(-1) ** i * 5 for i in range(16)]
+    frame.to_csv(root / "data" / "toy.csv", index=False)
+    code, out, err = run(run_dir, capsys)
+    assert code == 0, err
+    assert "evaluate: toy: 1 of 6 promoted (production version 1)" in out
+    decisions = read_json(run_dir / "evaluate" / "output" / "decisions.json")["toy"]["models"]
+    assert "lower is better, promoting" in decisions["toy/store=s00"]["reason"]
+    assert decisions["toy/store=s01"]["promote"] is False
+    second = production_manifest(tmp_path, "toy")
+    assert second["models"]["store=s00"]["version"] == "2"
+    assert {k: e["version"] for k, e in second["models"].items() if k != "store=s00"} == dict.fromkeys(
+        [f"store=s0{i}" for i in range(1, 6)], "1"
+    )  # the kept partitions are production's, unchanged
+    assert second["models"]["store=s01"]["sha256"] == first["models"]["store=s01"]["sha256"]
+    assert str(registry().get_model_version_by_alias("toy", "production").version) == "2"
+
+    # every run's report is kept, newest first
+    history = run_dir.parent / "history"
+    assert len(list(history.glob("2*.html"))) == 3
+    assert (history / "index.html").read_text().count("<li>") == 3
 
 
-@pytest.mark.slow
-def test_failing_step_is_named_and_exit_is_non_zero(project):
-    (project / "data" / "diabetes.csv").write_text("AGE,SEX\n1,2\n")
-    result = run_module(RUNNER, "--use-case", "diabetes_regression", "--in-process", cwd=project)
-    assert result.returncode == 1
-    assert "error: prepare:" in result.stderr and "missing" in result.stderr
-    assert "step 'prepare' failed" in result.stderr
-    assert "[2/4] train" not in result.stdout
+def test_a_single_model_use_case_is_one_partition(project, tmp_path, capsys):
+    project({"single": toy_config(partitioned=False)}, {"data/toy.csv": toy_frame(partitions=1, rows=30)})
+    code, out, err = run(tmp_path / "run", capsys, "single")
+    assert code == 0, err
+    assert "evaluate: single: nothing in production; candidate mae=" in out
+    assert "register: single version 1: model, now in production" in out
+    manifest = production_manifest(tmp_path, "single")
+    assert manifest["kind"] == "model" and list(manifest["models"]) == [""]
+    assert manifest["input_columns"] == ["colour", "x"] and manifest["partition_columns"] == []
 
 
-def test_run_evaluation_false_is_reported(project):
-    result = run_module(RUNNER, "--use-case", "diabetes_regression", cwd=project, env={"RUN_EVALUATION": "maybe"})
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: RUN_EVALUATION='maybe' is not a boolean; accepted values: true, 1, yes, on, false, 0, no, off"
+def test_a_failing_step_is_named_and_nothing_after_it_runs(project, tmp_path, capsys):
+    root = project()
+    frame = toy_frame()
+    frame.loc[3, "colour"] = "purple"
+    frame.to_csv(root / "data" / "toy.csv", index=False)
+    code, out, err = run(tmp_path / "run", capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert (
+        lines[0].startswith("error: prepare: ") and "column 'colour': 1 values not allowed (e.g. 'purple')" in lines[0]
+    )
+    assert lines[-1] == "error: pipeline toy-training: step 'prepare' failed with exit code 2"
+    assert "[2/4] train" not in out
+
+
+def test_bad_settings_and_unknown_use_cases_are_one_line(project, monkeypatch, capsys):
+    project()
+    assert run_train_pipeline.main(["--use-case", "toys"]) == 2
+    assert capsys.readouterr().err == "error: unknown use case 'toys'; declared use cases: toy\n"
+    monkeypatch.setenv("RUN_EVALUATION", "maybe")
+    assert run_train_pipeline.main(["--use-case", "toy"]) == 2
+    assert capsys.readouterr().err == (
+        "error: RUN_EVALUATION='maybe' is not a boolean; accepted values: true, 1, yes, on, false, 0, no, off\n"
     )
 
 
-def test_unknown_use_case_is_one_line():
-    result = run_module(RUNNER, "--use-case", "no_such_case")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: use case 'no_such_case': cannot import no_such_case"
-
-
-def test_pipeline_definition_wires_outputs_to_inputs():
-    spec = training_pipeline("diabetes_regression")
-    assert [s.name for s in spec.steps] == ["prepare", "train", "evaluate", "register"]
-    assert spec.step("register").inputs["decision"] == Binding("evaluate", "output")
-    args = spec.step("train").arguments({"prepared": "${{inputs.prepared}}"}, {"output": "${{outputs.output}}"})
-    assert args == [
-        "--use-case",
-        "diabetes_regression",
+def test_the_pipeline_definition_wires_outputs_to_inputs():
+    spec = training_pipeline(["a", "b"], "both")
+    assert spec.name == "both-training" and [s.name for s in spec.steps] == ["prepare", "train", "evaluate", "register"]
+    assert spec.step("register").inputs == {
+        "trained": Binding("train", "output"),
+        "decisions": Binding("evaluate", "output"),
+    }
+    assert spec.step("train").kind == "parallel"
+    assert spec.step("prepare").arguments({}, {"output": "OUT"}) == ["--use-case", "a,b", "--output", "OUT"]
+    assert spec.step("train").arguments({"prepared": "${{inputs.prepared}}"}, {"output": "O"}) == [
         "--prepared",
         "${{inputs.prepared}}",
         "--output",
-        "${{outputs.output}}",
+        "O",
     ]
     with pytest.raises(ValueError, match="no such output"):
         PipelineSpec("p", "", {}, (StepSpec("a", "m", "", inputs={"x": Binding("later", "output")}),))
+
+
+# --- the promotion rule ----------------------------------------------------------------------------------
+
+
+def test_strictly_better_promotes_equal_keeps():
+    assert decide({"mae": 1.0}, {"mae": 1.5}, "mae", "minimize", "3").promote
+    assert decide({"mae": 1.0}, {"mae": 1.5}, "mae", "minimize", "3").reason == (
+        "candidate mae=1 vs production (version 3) mae=1.5: lower is better, promoting"
+    )
+    equal = decide({"mae": 1.0}, {"mae": 1.0}, "mae", "minimize")
+    assert not equal.promote and equal.reason.endswith("not lower, keeping production")
+    assert not decide({"mae": 2.0}, {"mae": 1.0}, "mae", "minimize").promote
+    assert decide({"r2": 0.9}, {"r2": 0.8}, "r2", "maximize").promote
+    assert not decide({"r2": 0.8}, {"r2": 0.8}, "r2", "maximize").promote
+    assert not decide({"r2": 0.7}, {"r2": 0.8}, "r2", "maximize").promote
+
+
+def test_promotion_without_production_or_candidate():
+    assert decide({"mae": 5.0}, None, "mae", "minimize").reason == "nothing in production; candidate mae=5"
+    assert decide({"mae": 5.0}, {"rmse": 1.0}, "mae", "minimize").promote  # production lacks the metric
+    failed = decide(None, {"mae": 1.0}, "mae", "minimize")
+    assert not failed.promote and failed.reason == "training failed"
+    with pytest.raises(ValueError, match="the candidate has no metric 'mae'"):
+        decide({"rmse": 1.0}, None, "mae", "minimize")
+    with pytest.raises(ValueError, match="direction must be"):
+        is_better(1.0, 2.0, "lower")

@@ -1,132 +1,104 @@
-"""Unit tests of the use case's pure functions (no registry, no tracking)."""
+"""The diabetes_regression use case through the platform's contract: its configuration, its data, its split, fit
+and metrics (no registry, no tracking)."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from diabetes_regression.evaluate.evaluate_model import decide_promotion, is_better
-from diabetes_regression.parameters import (
-    PARAMETERS_FILE,
-    ParameterError,
-    load_parameters,
-    parameters_from_dict,
-)
-from diabetes_regression.register.register_model import (
-    AlreadyRegisteredError,
-    check_not_registered,
-    metrics_from_tags,
-    registration_tags,
-)
-from diabetes_regression.training.train import get_model_metrics, prepare_data, split_data, train_model
-from tests.conftest import REPO_ROOT
+from diabetes_regression.tests.conftest import CONFIG, NAME, REPO_ROOT
+from ml_service.config import ConfigError, config_from_mapping
+from ml_service.data_checks import read_csv
+from ml_service.pipelines.preparation import prepare_frame
+from ml_service.use_case import build_use_case, fit_one, load_use_case
+
+COLUMNS = ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
 
 
-@pytest.fixture
-def frame() -> pd.DataFrame:
-    return pd.read_csv(REPO_ROOT / "data" / "diabetes.csv")
+@pytest.fixture(scope="module")
+def use_case():
+    return load_use_case(NAME, REPO_ROOT)
 
 
-def test_parameters_file_loads():
-    params = load_parameters()
-    assert params.label == "Y" and params.metric == "mse" and params.direction == "minimize"
-    assert "Y" not in params.feature_columns and len(params.feature_columns) == 10
+@pytest.fixture(scope="module")
+def frame(use_case) -> pd.DataFrame:
+    path = REPO_ROOT / use_case.config.data.path
+    return prepare_frame(read_csv(path, use_case.config), use_case, str(path))[""]
+
+
+def with_model(**model) -> object:
+    """The use case built from parameters.json with its `model` section changed."""
+    raw = json.loads((REPO_ROOT / CONFIG).read_text())
+    raw["model"].update(model)
+    return build_use_case(config_from_mapping(NAME, raw, CONFIG, REPO_ROOT), REPO_ROOT)
+
+
+def test_configuration_loads(use_case):
+    config = use_case.config
+    assert config.model_name == "diabetes_regression_model" and config.label == "Y"
+    assert list(config.input_columns) == COLUMNS and not config.partition_columns
+    assert (config.evaluation.metric, config.evaluation.direction) == ("mse", "minimize")
+    assert use_case.params.alpha == 0.5 and use_case.params.test_size == 0.2
+
+
+def test_shipped_data_passes_the_declared_checks(frame):
+    assert len(frame) == 442 and list(frame.columns) == [*COLUMNS, "Y"]
 
 
 @pytest.mark.parametrize(
-    "path,value,message",
+    "model,key",
     [
-        (("training", "alpha"), "big", "'training.alpha' must be a int or float"),
-        (("training", "alpha"), -1, "'training.alpha' must be >= 0"),
-        (("evaluation", "direction"), "down", "'evaluation.direction' must be one of minimize, maximize"),
-        (("evaluation", "metric"), "accuracy", "'evaluation.metric' must be one of"),
-        (("training", "test_size"), 1.5, "'training.test_size' must be between 0 and 1"),
+        ({"alpha": -1}, '"model.alpha": Input should be greater than or equal to 0'),
+        ({"alpha": "big"}, '"model.alpha": Input should be a valid number'),
+        ({"test_size": 1.5}, '"model.test_size": Input should be less than 1'),
+        ({"alpah": 1}, '"model.alpah": Extra inputs are not permitted'),
     ],
+    ids=["negative", "text", "test-size", "typo"],
 )
-def test_parameter_errors_name_the_key(path, value, message):
-    raw = json.loads(PARAMETERS_FILE.read_text())
-    raw[path[0]][path[1]] = value
-    with pytest.raises(ParameterError, match=message):
-        parameters_from_dict(raw)
+def test_a_bad_parameter_names_file_use_case_and_key(model, key):
+    with pytest.raises(ConfigError) as info:
+        with_model(**model)
+    assert str(info.value).startswith(f"{CONFIG}: use case {NAME}: {key}")
 
 
-def test_missing_parameter_is_named():
-    raw = json.loads(PARAMETERS_FILE.read_text())
-    del raw["training"]["alpha"]
-    with pytest.raises(ParameterError, match="missing key 'training.alpha'"):
-        parameters_from_dict(raw)
+def test_split_is_seeded_and_sized(use_case, frame):
+    train, holdout = use_case.implementation.split(frame)
+    again = use_case.implementation.split(frame)[1]
+    assert len(train) == 353 and len(holdout) == 89
+    pd.testing.assert_frame_equal(holdout, again)
+    assert not set(train.index) & set(holdout.index)
+    other = with_model(random_state=7).implementation.split(frame)[1]
+    assert not other.index.equals(holdout.index)
 
 
-def test_prepare_keeps_only_configured_columns(frame):
-    frame["extra"] = "x"
-    prepared = prepare_data(frame, ["AGE", "Y"])
-    assert list(prepared.columns) == ["AGE", "Y"]
-
-
-def test_split_is_seeded_and_sized(frame):
-    a = split_data(frame, "Y", 0.2, 42)
-    b = split_data(frame, "Y", 0.2, 42)
-    assert len(a[0]) == 353 and len(a[1]) == 89
-    assert "Y" not in a[0].columns
-    pd.testing.assert_frame_equal(a[1], b[1])
-    assert not a[1].index.equals(split_data(frame, "Y", 0.2, 7)[1].index)
-
-
-def test_alpha_controls_regularisation_and_metrics_are_consistent(frame):
-    x_train, x_test, y_train, y_test = split_data(frame, "Y", 0.2, 42)
-    weak = train_model(x_train, y_train, alpha=0.1)
-    strong = train_model(x_train, y_train, alpha=10_000)
-    assert abs(strong.coef_).sum() < abs(weak.coef_).sum()
-    metrics = get_model_metrics(weak, x_test, y_test)
+def test_the_model_trains_and_its_metrics_are_consistent(use_case, frame):
+    model, holdout, predicted = fit_one(use_case, frame)
+    metrics = use_case.implementation.metrics(holdout.Y.to_numpy(), predicted)
     assert set(metrics) == {"mse", "rmse", "mae", "r2"}
     assert math.isclose(metrics["rmse"], math.sqrt(metrics["mse"]))
-    assert 0.3 < metrics["r2"] < 0.7
-    assert get_model_metrics(strong, x_test, y_test)["mse"] > metrics["mse"]
+    assert 0.3 < metrics["r2"] < 0.7 and 30 < metrics["mae"] < 60
+    assert list(model.feature_names_in_) == COLUMNS  # it predicts from the request's columns, by name
+    np.testing.assert_allclose(model.predict(holdout[COLUMNS]), predicted)
 
 
-def test_first_model_is_promoted():
-    decision = decide_promotion({"mse": 10.0}, None, "mse", "minimize")
-    assert decision.promote and "no model in production" in decision.reason
+def test_alpha_controls_regularisation(frame):
+    weak, strong = with_model(alpha=0.1), with_model(alpha=10_000)
+    weak_model, holdout, weak_predicted = fit_one(weak, frame)
+    strong_model, _, strong_predicted = fit_one(strong, frame)
+    assert abs(strong_model.coef_).sum() < abs(weak_model.coef_).sum()
+    actual = holdout.Y.to_numpy()
+    assert (
+        strong.implementation.metrics(actual, strong_predicted)["mse"]
+        > weak.implementation.metrics(actual, weak_predicted)["mse"]
+    )
 
 
-def test_equal_is_not_promoted_and_reason_gives_both_values():
-    decision = decide_promotion({"mse": 10.0}, {"mse": 10.0}, "mse", "minimize", "3")
-    assert not decision.promote
-    assert "mse=10" in decision.reason and "version 3" in decision.reason
-
-
-@pytest.mark.parametrize(
-    "candidate,production,direction,promote",
-    [
-        (9.0, 10.0, "minimize", True),
-        (11.0, 10.0, "minimize", False),
-        (0.8, 0.7, "maximize", True),
-        (0.6, 0.7, "maximize", False),
-    ],
-)
-def test_direction_is_respected(candidate, production, direction, promote):
-    assert decide_promotion({"m": candidate}, {"m": production}, "m", direction, "1").promote is promote
-
-
-def test_unknown_direction_and_missing_metric():
-    with pytest.raises(ValueError, match="direction"):
-        is_better(1, 2, "sideways")
-    with pytest.raises(ValueError, match="no metric 'r2'"):
-        decide_promotion({"mse": 1.0}, None, "r2", "maximize")
-
-
-def test_registration_tags_carry_lineage_and_round_trip_metrics():
-    tags = registration_tags("run1", {"mse": 2.5, "r2": 0.4}, {"alpha": 0.5}, "abc", "deadbeef", "42", "https://ci/42")
-    assert tags["run_id"] == "run1" and tags["data_hash"] == "abc" and tags["git_commit"] == "deadbeef"
-    assert tags["build_id"] == "42" and tags["build_uri"] == "https://ci/42" and tags["param.alpha"] == "0.5"
-    assert metrics_from_tags(tags) == {"mse": 2.5, "r2": 0.4}
-    assert "build_id" not in registration_tags("run1", {}, {}, "abc")
-
-
-def test_same_run_is_refused():
-    check_not_registered("new", ["a", "b"], "m")
-    with pytest.raises(AlreadyRegisteredError, match="run a is already registered as a version of 'm'"):
-        check_not_registered("a", ["a", "b"], "m")
+def test_the_data_file_regenerates_byte_for_byte_from_scikit_learn(use_case, tmp_path):
+    """data/diabetes.csv is scikit-learn's bundled copy; a project without the file gets the same bytes."""
+    target = tmp_path / "data" / "diabetes.csv"
+    use_case.implementation.generate(use_case.config.data.generate, target)
+    assert target.read_bytes() == (REPO_ROOT / use_case.config.data.path).read_bytes()

@@ -1,142 +1,129 @@
-"""ff/pipeline_config.json loading: the shipped file is valid, and each kind of mistake fails in one line."""
+"""The ff configurations (ff/*.json): each declared use case loads and validates, each kind of mistake in the
+sample's own `model` section fails in one line naming file, use case and key, and each renders to an Azure ML
+AutoML job that the SDK validates offline."""
+
+from __future__ import annotations
 
 import copy
 import json
-import shutil
 
 import pytest
 
-from ff.config import (
-    DEFAULT_CONFIG_PATH,
-    MODEL_CODE,
-    ConfigError,
-    config_hash,
-    load_pipeline_config,
-    parse_pipeline_config,
-    use_fast_path,
-)
+from ff.spec import Spec
+from ff.tests.conftest import REPO_ROOT, ff_declaration
+from ff.use_cases import AUTOML_ALGORITHMS, AUTOML_PRIMARY_METRIC
+from ml_service.config import ConfigError, config_from_mapping
+from ml_service.pipelines.azureml.automl import automl_validation_errors, build_automl_job, description
+from ml_service.pipelines.azureml.job_yaml import load_back, write_job_yaml
+from ml_service.use_case import build_use_case, load_use_case
+
+CONFIGS, MEMBERS = ff_declaration()
+ENERGY = "nyc_energy_model"
 
 
-@pytest.fixture
-def raw():
-    return json.loads(DEFAULT_CONFIG_PATH.read_text())
+def spec(name: str) -> Spec:
+    return load_use_case(name, REPO_ROOT).implementation.spec
 
 
-def test_shipped_config_has_the_three_use_cases():
-    config = load_pipeline_config()
-    assert config.names == ("nyc_energy_model", "diabetes_model", "nyc_energy_regions_model")
-    energy = config.get("nyc_energy_model")
-    assert energy.task == "forecasting" and energy.horizon == 48 and energy.label == "demand"
-    assert energy.input_columns == ("timeStamp", "precip", "temp")
-    assert energy.data.generator.partitions == 0
-    diabetes = config.get("diabetes_model")
-    assert diabetes.data.path == "data/diabetes.csv" and diabetes.label == "Y"
-    assert diabetes.input_columns == ("AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6")
-    regions = config.get("nyc_energy_regions_model")
-    assert regions.partition_columns == ("region",) and regions.input_columns == (
-        "timeStamp",
-        "precip",
-        "temp",
-    )
-    assert regions.automl.fast_path.enabled and use_fast_path(regions, regions.data.generator.partitions)
+def test_the_ff_group_declares_the_three_use_cases():
+    assert MEMBERS == ["nyc_energy_model", "diabetes_model", "nyc_energy_regions_model"]
+    assert all(path.startswith("ff/") for path in CONFIGS.values())
 
 
-def _error(raw, tmp_path) -> str:
-    path = tmp_path / "pipeline_config.json"
-    path.write_text(json.dumps(raw))
+def test_each_ff_configuration_loads():
+    energy = spec("nyc_energy_model")
+    assert energy.task == "forecasting" and energy.horizon == 48 and energy.frequency == "h"
+    assert energy.label == "demand" and energy.input_columns == ("timeStamp", "precip", "temp")
+    assert not energy.automl.fast_path.enabled and energy.automl.metric == "mape"
+
+    diabetes = load_use_case("diabetes_model", REPO_ROOT)
+    assert diabetes.implementation.spec.task == "regression" and diabetes.config.label == "Y"
+    assert diabetes.config.input_columns == ("AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6")
+    assert diabetes.config.data.path == "data/diabetes.csv"
+
+    regions = load_use_case("nyc_energy_regions_model", REPO_ROOT)
+    assert regions.config.partition_columns == ("region",)
+    assert regions.config.input_columns == ("timeStamp", "precip", "temp")
+    assert regions.implementation.spec.automl.fast_path.enabled
+    assert regions.config.data.generate["partitions"] == 8
+
+
+def _error(name: str, mutate) -> str:
+    raw = json.loads((REPO_ROOT / CONFIGS[name]).read_text())
+    broken = copy.deepcopy(raw)
+    mutate(broken)
     with pytest.raises(ConfigError) as info:
-        load_pipeline_config(path)
+        build_use_case(config_from_mapping(name, broken, CONFIGS[name], REPO_ROOT), REPO_ROOT)
     message = str(info.value)
-    assert "\n" not in message
+    assert "\n" not in message and message.startswith(f"{CONFIGS[name]}: use case {name}: ")
     return message
 
 
-def test_bad_choice_names_use_case_and_key(raw, tmp_path):
-    raw["use_cases"][1]["task"] = "clasification"
-    message = _error(raw, tmp_path)
-    assert (
-        'use_cases[1] (diabetes_model): "task" must be one of forecasting, regression, got "clasification"' in message
-    )
-
-
-def test_unknown_key(raw, tmp_path):
-    raw["use_cases"][0]["horizn"] = 48
-    assert 'use_cases[0] (nyc_energy_model): "horizn" is not a known key' in _error(raw, tmp_path)
-
-
-def test_missing_key(raw, tmp_path):
-    del raw["use_cases"][2]["label"]
-    assert 'use_cases[2] (nyc_energy_regions_model): "label" is missing' in _error(raw, tmp_path)
-
-
-def test_wrong_type(raw, tmp_path):
-    raw["use_cases"][0]["horizon"] = "48"
-    assert '(nyc_energy_model): "horizon" must be an integer, got str "48"' in _error(raw, tmp_path)
-    raw["use_cases"][0]["horizon"] = True
-    assert '"horizon" must be an integer, got true' in _error(raw, tmp_path)
-
-
-def test_bad_values(raw, tmp_path):
-    cases = [
-        (lambda r: r["use_cases"][0]["automl"].update(time_budget_s=0), '"time_budget_s" must be > 0'),
+@pytest.mark.parametrize(
+    "name,mutate,expected",
+    [
+        (ENERGY, lambda r: r["model"].update(task="clasification"), '"model.task": Input should be'),
+        (ENERGY, lambda r: r["model"].update(horizn=48), '"model.horizn": Extra inputs are not permitted'),
+        (ENERGY, lambda r: r["model"]["automl"].update(time_budget_s=0), '"model.automl.time_budget_s"'),
+        (ENERGY, lambda r: r["model"]["automl"].update(estimators=["lgbm", "svm"]), '"model.automl.estimators.1"'),
+        (ENERGY, lambda r: r["model"]["automl"].update(estimators=[]), '"model.automl.estimators"'),
         (
-            lambda r: r["use_cases"][0]["automl"].update(estimators=["lgbm", "svm"]),
-            '"estimators" must only hold',
+            ENERGY,
+            lambda r: r["model"]["automl"].update(fast_path={"enabled": True, "estimator": "svm"}),
+            '"model.automl.fast_path.estimator"',
         ),
-        (lambda r: r["use_cases"][0].update(label="load"), '"label" must be one of "columns"'),
-        (
-            lambda r: r["use_cases"][0]["evaluation"].update(direction="maximize"),
-            'for mape must be "minimize"',
-        ),
-        (lambda r: r["use_cases"][1].update(horizon=24), '"horizon" only applies to forecasting'),
-        (
-            lambda r: r["use_cases"][2].update(partition_columns=["zone"]),
-            'names "zone" that is not in "columns"',
-        ),
-        (lambda r: r["use_cases"][2]["data"].update(partitions=-1), '"partitions" must be >= 0'),
-        (lambda r: r["use_cases"][0]["automl"]["fast_path"].update(estimator="svm"), "automl.fast_path"),
-        (lambda r: r["use_cases"][1]["checks"]["ranges"].update(AGE=[90, 10]), "min 90 > max 10"),
-        (lambda r: r["use_cases"].append(copy.deepcopy(r["use_cases"][0])), '"model_name" is used twice'),
-    ]
-    for mutate, expected in cases:
-        broken = copy.deepcopy(raw)
-        mutate(broken)
-        assert expected in _error(broken, tmp_path)
+        (ENERGY, lambda r: r.pop("time"), 'task "forecasting" needs a "time" section'),
+        (ENERGY, lambda r: r["evaluation"].update(direction="maximize"), "mape is minimized"),
+        ("diabetes_model", lambda r: r["evaluation"].update(metric="mape"), "reports no 'mape'"),
+        ("diabetes_model", lambda r: r["evaluation"].update(direction="minimize", metric="r2"), "r2 is maximized"),
+    ],
+    ids=[
+        "task",
+        "unknown-key",
+        "budget",
+        "estimator",
+        "no-estimator",
+        "fast-path",
+        "no-time",
+        "direction",
+        "metric-not-reported",
+        "r2-direction",
+    ],
+)
+def test_a_bad_model_section_names_the_key(name, mutate, expected):
+    assert expected in _error(name, mutate)
 
 
-def test_not_json_and_missing_file(tmp_path):
-    path = tmp_path / "pipeline_config.json"
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        load_pipeline_config(path)
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_pipeline_config(tmp_path / "absent.json")
+def test_unknown_generator_option_is_named(tmp_path):
+    generate = load_use_case(ENERGY, REPO_ROOT).implementation.generate
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['partitons'\]"):
+        generate({"partitons": 3}, tmp_path / "energy.csv")
+    assert not (tmp_path / "energy.csv").exists()
 
 
-def test_forecasting_requires_time_column(raw):
-    del raw["use_cases"][0]["time_column"]
-    with pytest.raises(ConfigError, match=r'\(nyc_energy_model\): "time_column" is missing'):
-        parse_pipeline_config(raw)
-
-
-def test_config_hash_is_stable_and_sensitive(raw):
-    first = parse_pipeline_config(raw).use_cases[0]
-    again = parse_pipeline_config(copy.deepcopy(raw)).use_cases[0]
-    assert config_hash(first) == config_hash(again)
-    assert len(config_hash(first)) == 16
-    raw["use_cases"][0]["automl"]["time_budget_s"] = 21
-    assert config_hash(parse_pipeline_config(raw).use_cases[0]) != config_hash(first)
-    # other use cases do not change the hash
-    raw["use_cases"][0]["automl"]["time_budget_s"] = 20
-    raw["use_cases"][1]["automl"]["time_budget_s"] = 99
-    assert config_hash(parse_pipeline_config(raw).use_cases[0]) == config_hash(first)
-
-
-def test_config_hash_covers_the_model_code(raw, tmp_path):
-    use_case = parse_pipeline_config(raw).use_cases[0]
-    for name in MODEL_CODE:
-        shutil.copy(DEFAULT_CONFIG_PATH.parent / name, tmp_path / name)
-    assert config_hash(use_case, tmp_path) == config_hash(use_case)
-    features = tmp_path / "features.py"
-    features.write_text(features.read_text().replace("BALANCE_POINT_F = 65.0", "BALANCE_POINT_F = 60.0"))
-    assert config_hash(use_case, tmp_path) != config_hash(use_case)
+@pytest.mark.parametrize("name", MEMBERS)
+def test_automl_job_renders_to_a_valid_azure_ml_job(name, tmp_path):
+    """The use case's `automl_job()` description, built into azure.ai.ml objects and validated by the SDK with no
+    workspace; the YAML written for submission loads back with the same settings."""
+    use_case = load_use_case(name, REPO_ROOT)
+    own = spec(name)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "MLTable").write_text("paths:\n  - file: ./data.csv\n")
+    job = build_automl_job(use_case, data, "cpu-cluster", "ff-automl")
+    assert automl_validation_errors(job) == {}
+    assert job.task_type.value.lower() == own.task and job.target_column_name == use_case.config.label
+    assert job.primary_metric.value == AUTOML_PRIMARY_METRIC[own.automl.metric]
+    assert description(use_case)["timeout_minutes"] == job.limits.timeout_minutes >= 15
+    allowed = [a.value if hasattr(a, "value") else a for a in job.training.allowed_training_algorithms]
+    assert allowed == list(dict.fromkeys(AUTOML_ALGORITHMS[e] for e in own.automl.estimators))
+    if own.task == "forecasting":
+        settings = job.forecasting_settings
+        assert settings.time_column_name == own.time_column and settings.forecast_horizon == own.horizon
+        assert settings.frequency == own.frequency
+        assert (settings.time_series_id_column_names or []) == list(use_case.config.partition_columns)
+    loaded = load_back(write_job_yaml(job, tmp_path / f"{name}.yml"))
+    assert loaded.target_column_name == use_case.config.label
+    assert loaded.primary_metric.value == job.primary_metric.value
+    if use_case.config.partition_columns:
+        assert loaded.forecasting_settings.time_series_id_column_names == list(use_case.config.partition_columns)

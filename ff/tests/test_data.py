@@ -1,29 +1,22 @@
-"""Data generator, copy_data and prepare: determinism, realism, bad data, regularisation, partitions."""
+"""The ff data: the generator (determinism, shape, realism), and preparing a series (`ff.series`) alone and
+through the platform's prepare: regular at its frequency, gaps interpolated, unlabelled ends dropped, a daily
+series kept daily."""
 
+from __future__ import annotations
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from ff.config import load_pipeline_config
-from ff.copy_data import copy_raw_data, materialize_raw_data
 from ff.data_generator import generate_energy, main, write_csv
-from ff.prepare import (
-    DataValidationError,
-    check_frame,
-    model_id,
-    parse_partition_key,
-    partition_key,
-    prepare_file,
-    prepare_frame,
-    read_csv,
-    read_prepared,
-    schema_for,
-    split_partitions,
-)
+from ff.series import drop_unlabelled_ends, regularise, series_frequency
+from ff.tests.conftest import REPO_ROOT
+from ml_service.config import config_from_mapping
+from ml_service.data_checks import read_csv
+from ml_service.pipelines.preparation import prepare_frame
+from ml_service.use_case import build_use_case, fit_one, load_use_case
 
-CONFIG = load_pipeline_config()
-ENERGY = CONFIG.get("nyc_energy_model")
-REGIONS = CONFIG.get("nyc_energy_regions_model")
-DIABETES = CONFIG.get("diabetes_model")
+# --- the generator ------------------------------------------------------------------------------------------
 
 
 def test_same_seed_gives_byte_identical_csv(tmp_path):
@@ -38,6 +31,27 @@ def test_same_seed_gives_byte_identical_csv(tmp_path):
     assert len(lines) == 1 + 3 * 5 * 24
 
 
+def test_the_use_case_generates_what_its_configuration_says(tmp_path):
+    use_case = load_use_case("nyc_energy_regions_model", REPO_ROOT)
+    options = use_case.config.data.generate
+    use_case.implementation.generate(options, tmp_path / "regions.csv")
+    expected = write_csv(
+        generate_energy(options["partitions"], options["days"], options["seed"], options["start"]),
+        tmp_path / "expected.csv",
+    )
+    assert (tmp_path / "regions.csv").read_bytes() == expected.read_bytes()
+    frame = pd.read_csv(tmp_path / "regions.csv")
+    assert frame.region.nunique() == 8 and len(frame) == 8 * options["days"] * 24
+
+
+def test_bad_generator_arguments_are_refused(capsys):
+    with pytest.raises(ValueError, match="partitions must be >= 0"):
+        generate_energy(-1)
+    with pytest.raises(SystemExit):
+        main(["--output", "unused.csv", "--days", "0"])
+    assert "days must be > 0" in capsys.readouterr().err
+
+
 def test_single_series_is_nyc_like():
     df = generate_energy()
     assert list(df.columns) == ["timeStamp", "demand", "precip", "temp"]
@@ -50,7 +64,7 @@ def test_single_series_is_nyc_like():
     assert hourly.idxmin() in range(2, 7) and hourly.idxmax() in range(12, 20)
     weekly = df.groupby(df.timeStamp.dt.day_of_week).demand.mean()
     assert weekly[[5, 6]].max() < weekly[[0, 1, 2, 3, 4]].min()
-    by_temp = df.groupby(pd.cut(df.temp, [-50, 30, 60, 85, 150])).demand.mean().to_numpy()
+    by_temp = df.groupby(pd.cut(df.temp, [-50, 30, 60, 85, 150]), observed=False).demand.mean().to_numpy()
     assert by_temp[1] < by_temp[0] and by_temp[1] < by_temp[2] < by_temp[3]  # U shape, cooling steeper
 
 
@@ -62,151 +76,133 @@ def test_many_partitions_vectorised():
     assert scales.std() > 0.1 * scales.mean()  # regions differ
 
 
-def test_copy_and_materialize(tmp_path):
-    source = tmp_path / "in.csv"
-    source.write_text("a,b\n1,2\n")
-    assert copy_raw_data(source, tmp_path / "store").read_text() == "a,b\n1,2\n"
-    path = materialize_raw_data(REGIONS, tmp_path / "store")
-    assert path == tmp_path / "store" / "nyc_energy_regions_model" / "raw.csv"
-    assert read_csv(path).region.nunique() == REGIONS.data.generator.partitions
-    with pytest.raises(FileNotFoundError):
-        copy_raw_data(tmp_path / "absent.csv", tmp_path / "store")
+# --- one series ----------------------------------------------------------------------------------------------
 
 
-def _energy_csv(tmp_path, mutate=None, name="raw.csv"):
-    df = generate_energy(days=30)
-    df["timeStamp"] = df.timeStamp.dt.strftime("%Y-%m-%d %H:%M:%S")
-    if mutate:
-        df = mutate(df)
-    path = tmp_path / name
-    df.to_csv(path, index=False)
-    return path
+def test_frequency_is_the_declared_one_or_the_series_own():
+    hours = pd.Series(pd.date_range("2017-01-01", periods=50, freq="h"))
+    days = pd.Series(pd.date_range("2017-01-01", periods=50, freq="D"))
+    assert series_frequency(hours, "") == "h" and series_frequency(hours, "15min") == "15min"
+    assert series_frequency(days.drop(index=[3, 4, 9]), "") == "D"  # gaps do not change it
+    assert series_frequency(days[::7], "") == "7D"
+    assert series_frequency(days.sample(frac=1, random_state=0), "") == "D"  # nor does the order
+    with pytest.raises(ValueError, match="declare time.frequency"):
+        series_frequency(days.head(1), "")
+    months = pd.Series(pd.date_range("2017-01-01", periods=24, freq="MS"))
+    with pytest.raises(ValueError, match=r"calendar frequency .* declare time.frequency \(e.g. 'MS'\)"):
+        series_frequency(months, "")
 
 
-def _problems(tmp_path, mutate) -> str:
-    path = _energy_csv(tmp_path, mutate)
-    with pytest.raises(DataValidationError) as info:
-        prepare_file(path, tmp_path / "out", ENERGY)
-    assert str(path) in str(info.value)
-    return str(info.value)
+def test_unlabelled_ends_are_dropped_and_inner_gaps_kept():
+    frame = pd.DataFrame({"y": [None, None, 1.0, None, 3.0, None]})
+    assert drop_unlabelled_ends(frame, "y").index.tolist() == [2, 3, 4]
+    assert drop_unlabelled_ends(frame.assign(y=None), "y").empty
 
 
-def test_prepare_rejects_bad_data(tmp_path):
-    assert "column 'temp': missing" in _problems(tmp_path, lambda d: d.drop(columns="temp"))
-
-    def text_in_demand(d):
-        d["demand"] = d.demand.astype(object)
-        d.loc[5, "demand"] = "lots"
-        return d
-
-    assert "column 'demand': 1 values are not numbers (e.g. 'lots')" in _problems(tmp_path, text_in_demand)
-
-    def hot(d):
-        d.loc[3, "temp"] = 500.0
-        return d
-
-    assert "column 'temp': 1 values outside [-60, 130] (e.g. 500.0)" in _problems(tmp_path, hot)
-
-    def bad_time(d):
-        d.loc[2, "timeStamp"] = "yesterday"
-        return d
-
-    assert "column 'timeStamp': 1 values are not date/times" in _problems(tmp_path, bad_time)
-    assert "no rows" in _problems(tmp_path, lambda d: d.iloc[0:0])
-    assert "only 100 rows, need at least 336" in _problems(tmp_path, lambda d: d.head(100))
+def _energy(days: int = 30) -> pd.DataFrame:
+    return generate_energy(days=days)
 
 
-def test_read_csv_rejects_empty_and_non_csv(tmp_path):
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    with pytest.raises(DataValidationError, match="empty.csv: file is empty"):
-        read_csv(empty)
-    binary = tmp_path / "image.csv"
-    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
-    with pytest.raises(DataValidationError, match="not a CSV"):
-        read_csv(binary)
-    ragged = tmp_path / "ragged.csv"
-    ragged.write_text('a,b\n1,2\n3,"4\n')
-    with pytest.raises(DataValidationError, match="not a CSV"):
-        read_csv(ragged)
-    with pytest.raises(DataValidationError, match="file not found"):
-        read_csv(tmp_path / "absent.csv")
+def test_regularise_fills_gaps_in_time_and_drops_the_unlabelled_tail():
+    original = _energy()
+    frame = original.drop(index=[10, 11, 400]).copy()  # three missing hours
+    frame.loc[frame.index[-5:], "demand"] = None  # future hours without a label yet
+    frame.loc[frame.index[-5:-2], "temp"] = None
+    frame.loc[50, "precip"] = None  # one gap inside a feature
+    frame = frame.sample(frac=1, random_state=0)  # unsorted
+    out = regularise(frame, "timeStamp", "demand", "h")
+    assert list(out.columns) == list(original.columns)
+    assert len(out) == 30 * 24 - 5
+    assert (out.timeStamp.diff().dropna() == pd.Timedelta(hours=1)).all()
+    assert out.notna().all().all()
+    # interpolated in time: hour 10 is a third of the way from hour 9 to hour 12
+    assert out.demand.iloc[10] == pytest.approx((original.demand.iloc[9] * 2 + original.demand.iloc[12]) / 3)
+    assert out.precip.iloc[50] == pytest.approx((original.precip.iloc[49] + original.precip.iloc[51]) / 2)
+    untouched = out.index.difference([10, 11, 50, 400])
+    pd.testing.assert_frame_equal(out.loc[untouched], original.loc[untouched])
 
 
-def test_check_frame_returns_every_problem():
-    df = pd.DataFrame({"AGE": [30, 200], "SEX": [1, 2], "BMI": [20, 30], "BP": [80, 90]})
-    for column in ("S1", "S2", "S3", "S4", "S5", "S6"):
-        df[column] = 1.0
-    df["Y"] = [-5.0, 100.0]
-    problems = check_frame(df, schema_for(DIABETES))
-    assert any("'AGE': 1 values outside [0, 120]" in p for p in problems)
-    assert any("'Y': 1 values outside [0, inf]" in p for p in problems)
-    assert any("only 2 rows" in p for p in problems)
+def test_a_regular_series_is_returned_as_it_is():
+    original = _energy(10)
+    pd.testing.assert_frame_equal(regularise(original, "timeStamp", "demand", "h"), original)
 
 
-def test_prepare_regularises_hours_and_drops_unlabelled_tail(tmp_path):
-    def gaps_and_tail(d):
-        d = d.drop(index=[10, 11, 400]).copy()  # three missing hours
-        d.loc[d.index[-5:], "demand"] = None  # future hours without a label yet
-        d.loc[d.index[-5:-2], "temp"] = None
-        d.loc[50, "precip"] = None  # one interior gap in a feature
-        d["unused"] = "dropped by prepare"
-        return d.sample(frac=1, random_state=0)  # unsorted
-
-    paths = prepare_file(_energy_csv(tmp_path, gaps_and_tail), tmp_path / "out", ENERGY)
-    df = read_prepared(paths[""], ENERGY)
-    assert list(df.columns) == ["timeStamp", "demand", "precip", "temp"]
-    assert len(df) == 30 * 24 - 5
-    assert (df.timeStamp.diff().dropna() == pd.Timedelta(hours=1)).all()
-    assert df.notna().all().all()
-    original = generate_energy(days=30)
-    assert df.demand.iloc[10] == pytest.approx((original.demand.iloc[9] * 2 + original.demand.iloc[12]) / 3)
+def test_a_daily_series_stays_daily():
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame({"day": days, "sales": np.arange(60.0) + 100, "promo": [0.0, 1.0] * 30, "shop": "s1"})
+    frame = frame.drop(index=[20, 21])
+    frame.loc[frame.index[:2], "sales"] = None
+    out = regularise(frame, "day", "sales", series_frequency(frame.day, ""))
+    assert len(out) == 58 and out.day.iloc[0] == days[2] and out.day.iloc[-1] == days[-1]
+    assert (out.day.diff().dropna() == pd.Timedelta(days=1)).all()
+    assert out.sales.tolist() == (np.arange(2.0, 60.0) + 100).tolist()
+    assert set(out.shop) == {"s1"} and list(out.columns) == ["day", "sales", "promo", "shop"]
 
 
-def test_public_style_csv_works_unchanged(tmp_path):
-    """The public nyc_energy.csv layout: irregular hours and NaNs in every column near the end."""
-    df = generate_energy(days=20)
-    df["timeStamp"] = df.timeStamp.dt.strftime("%Y-%m-%d %H:%M:%S")
-    df = df.drop(index=[100, 200]).reset_index(drop=True)
-    df.loc[len(df) - 30 :, ["demand", "precip", "temp"]] = None
+# --- through the platform's prepare ---------------------------------------------------------------------------
+
+
+def test_the_public_csv_layout_prepares_unchanged(tmp_path):
+    """The public nyc_energy.csv layout: missing hours, and rows without any value at the end."""
+    use_case = load_use_case("nyc_energy_model", REPO_ROOT)
+    frame = _energy(20)
+    frame["timeStamp"] = frame.timeStamp.dt.strftime("%Y-%m-%d %H:%M:%S")
+    frame = frame.drop(index=[100, 200]).reset_index(drop=True)
+    frame.loc[len(frame) - 20 :, ["demand", "precip", "temp"]] = None
     path = tmp_path / "nyc_energy.csv"
-    df.to_csv(path, index=False)
-    parts = prepare_file(path, tmp_path / "out", ENERGY)
-    prepared = read_prepared(parts[""], ENERGY)
-    assert len(prepared) == 20 * 24 - 30 and prepared.notna().all().all()
+    frame.to_csv(path, index=False)
+    parts = prepare_frame(read_csv(path, use_case.config), use_case, str(path))
+    assert list(parts) == [""]
+    prepared = parts[""]
+    assert len(prepared) == 20 * 24 - 20 and prepared.notna().all().all()
+    assert (prepared.timeStamp.diff().dropna() == pd.Timedelta(hours=1)).all()
 
 
-def test_split_partitions_and_keys(tmp_path):
-    df = generate_energy(4, days=10, seed=5)
-    parts = prepare_frame(df.sample(frac=1, random_state=1), REGIONS)
+def test_partitions_are_prepared_one_series_each():
+    use_case = load_use_case("nyc_energy_regions_model", REPO_ROOT)
+    raw = generate_energy(4, days=10, seed=5).sample(frac=1, random_state=1)
+    parts = prepare_frame(raw, use_case, "regions.csv")
     assert list(parts) == ["region=r0000", "region=r0001", "region=r0002", "region=r0003"]
     for key, part in parts.items():
-        assert len(part) == 240 and part.region.astype(str).eq(parse_partition_key(key)["region"]).all()
+        assert len(part) == 240 and (part.region.astype(str) == key.removeprefix("region=")).all()
         assert part.timeStamp.is_monotonic_increasing
-    raw = pd.DataFrame({"shop": ["a/b", "a/b", "c d"], "kind": ["x", "y", "x"], "v": [1, 2, 3]})
-    split = split_partitions(raw, ["shop", "kind"])
-    assert list(split) == ["shop=a%2Fb,kind=x", "shop=a%2Fb,kind=y", "shop=c%20d,kind=x"]
-    assert parse_partition_key("shop=a%2Fb,kind=x") == {"shop": "a/b", "kind": "x"}
-    assert partition_key(["region"], ["r0001"]) == "region=r0001"
-    assert model_id("nyc_energy_regions_model", "region=r0001") == "nyc_energy_regions_model/region=r0001"
-    assert model_id("nyc_energy_model") == "nyc_energy_model"
-    assert split_partitions(raw, []) == {"": raw}
 
 
-def test_partitioned_prepare_writes_one_file_each(tmp_path):
-    raw = write_csv(generate_energy(3, days=10, seed=2), tmp_path / "raw.csv")
-    paths = prepare_file(raw, tmp_path / "prepared", REGIONS)
-    assert sorted(p.relative_to(tmp_path / "prepared").as_posix() for p in paths.values()) == [
-        "region=r0000.csv",
-        "region=r0001.csv",
-        "region=r0002.csv",
-    ]
-    one = read_prepared(paths["region=r0001"], REGIONS)
-    assert len(one) == 240 and set(one.region) == {"r0001"}
-
-
-def test_partition_too_small_is_reported():
-    df = generate_energy(2, days=10)
-    df = df[~((df.region == "r0001") & (df.timeStamp > df.timeStamp.min() + pd.Timedelta(days=3)))]
-    with pytest.raises(DataValidationError, match=r"1 partitions have fewer than 168 rows \(e.g. r0001"):
-        prepare_frame(df, REGIONS, "regions.csv")
+def test_a_daily_use_case_is_prepared_and_held_out_in_days(tmp_path):
+    """A daily series with no declared frequency: detected as daily, never resampled to hours; the hold-out is the
+    last `horizon` days."""
+    raw = {
+        "code": "ff.use_cases:AutoMLUseCase",
+        "data": {"path": "sales.csv"},
+        "columns": {
+            "day": {"type": "datetime"},
+            "promo": {"type": "number", "min": 0, "max": 1},
+            "temp": {"type": "number"},
+            "sales": {"type": "number", "min": 0, "max_missing": 0.1},
+        },
+        "label": "sales",
+        "time": {"column": "day", "horizon": 7},
+        "checks": {"min_rows": 60},
+        "evaluation": {"metric": "mape", "direction": "minimize"},
+        "model": {
+            "task": "forecasting",
+            "automl": {"time_budget_s": 1, "metric": "mape", "estimators": ["lgbm"], "fast_path": {"enabled": True}},
+        },
+    }
+    use_case = build_use_case(config_from_mapping("daily_sales", raw, "daily_sales.json", tmp_path), tmp_path)
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2023-01-01", periods=120, freq="D")
+    promo = (rng.random(120) < 0.3).astype(float)
+    temp = 50 + 20 * np.sin(np.arange(120) / 20)
+    sales = 200 + 80 * promo + 2 * temp + 30 * (days.day_of_week >= 5) + rng.normal(0, 5, 120)
+    frame = pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "promo": promo, "temp": temp, "sales": sales})
+    frame = frame.drop(index=[30, 31, 77]).reset_index(drop=True)
+    frame.loc[len(frame) - 3 :, "sales"] = None  # days not measured yet
+    path = tmp_path / "sales.csv"
+    frame.to_csv(path, index=False)
+    prepared = prepare_frame(read_csv(path, use_case.config), use_case, str(path))[""]
+    assert len(prepared) == 117 and (prepared.day.diff().dropna() == pd.Timedelta(days=1)).all()
+    assert prepared.promo.between(0, 1).all() and prepared.notna().all().all()
+    model, holdout, predicted = fit_one(use_case, prepared)
+    assert holdout.day.tolist() == prepared.day.iloc[-7:].tolist()
+    assert use_case.implementation.metrics(holdout.sales.to_numpy(), predicted)["mape"] < 0.05

@@ -1,223 +1,168 @@
-"""The ff many-models pipeline end to end on a small config: failures isolated, the error threshold, promotion
-per partition model, no half-written registry entry, the run report, and the local runner's output.
+"""The ff group through the whole local flow, as a user runs it: train (prepare → train → evaluate → register), then
+package, then serve on 127.0.0.1 and send the seed requests; and a training killed with SIGKILL that, run again,
+trains only what is missing.
 
-Steps run in this process (the same `main(argv)` the runner's `--in-process` mode calls) unless a test is about
-what a real process does (exit codes, stderr, the runner); the registry is a real SQLite MLflow store in tmp.
-"""
+Real parts throughout: the platform's steps on a throw-away project holding the ff use cases, an MLflow SQLite
+registry in tmp, the scoring service as its own process serving the package's own copy of the code."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
-import pandas as pd
+import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
-from ml_service.pipelines.many_models import model_folder
-from ml_service.pipelines.steps import ff_evaluate, ff_prepare, ff_register, ff_train
-from ml_service.registry.mlflow_registry import STATE_TAG, download_model, production_model
-from ml_service.registry.model_set import partition_folder, read_manifest
+from ff.tests.conftest import ff_declaration, module_command, process_env
+from ml_service.pipelines import run_train_pipeline
+from ml_service.pipelines.steps import prepare, train
+from ml_service.pipelines.training import RESULT_FILE, SUMMARY_FILE, model_folder, read_plan
+from ml_service.scoring import package
 from ml_service.util.files import read_json
-from tests.conftest import REPO_ROOT, copy_project, run_module
 
-BASE_CONFIG = REPO_ROOT / "tests" / "data" / "ff_partitioned.json"
-MIXED_CONFIG = REPO_ROOT / "tests" / "data" / "ff_mixed.json"
-NAME = "regions_model"
-KEYS = [f"region=r000{i}" for i in range(4)]
-BROKEN = f"{NAME}/region=r0001"
+ENERGY_ROWS = [["2017-8-12 7:00", 0, 70], ["2017-8-12 19:00", 0, 50]]
+DIABETES_ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 0], [56, 33, 11, 88, 0, 43, 6, 8, 1, 68]]
+PARTITION = "nyc_energy_regions_model/region=r0001"
 
 
-def write_config(folder: Path, seed: int = 7, error_threshold: int = -1, name: str = "config.json") -> Path:
-    config = json.loads(BASE_CONFIG.read_text())
-    config["use_cases"][0]["data"]["seed"] = seed
-    config["parallel"]["error_threshold"] = error_threshold
-    path = folder / name
-    path.write_text(json.dumps(config, indent=1))
-    return path
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def prepare(config: Path, run: Path) -> Path:
-    assert ff_prepare.main(["--config", str(config), "--output", str(run / "prepared")]) == 0
-    return run / "prepared"
+def wait_ready(client: httpx.Client, server: subprocess.Popen, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the scoring service exited before it was ready"
+        try:
+            health = client.get("/health", timeout=5)
+            if health.status_code == 200 and health.json().get("ready"):
+                return health.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the scoring service was not ready within {timeout} s")
 
 
-def train(config: Path, run: Path, *extra: str) -> int:
-    return ff_train.main(
-        ["--config", str(config), "--prepared", str(run / "prepared"), "--output", str(run / "trained"), *extra]
+@pytest.fixture
+def serving(project, tmp_path):
+    """Train the ff group, package the production models, serve the package on 127.0.0.1: an HTTP client."""
+    assert run_train_pipeline.main(["--use-case", "ff", "--in-process"]) == 0
+    built = tmp_path / "package"
+    assert package.main(["--output", str(built)]) == 0
+    port = free_port()
+    # the service runs from the package alone (its copy of ml_service and of ff), as the image does
+    env = {**os.environ, "PYTHONPATH": str(built)}
+    command = module_command("ml_service.scoring.serve", "--package", str(built), "--port", str(port))
+    server = subprocess.Popen(command, cwd=built, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, wait_ready(client, server)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def score(client: httpx.Client, model_name: str, rows: list) -> dict:
+    answer = client.get("/score", params={"model_name": model_name, "data": json.dumps(rows)})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.mark.slow
+def test_the_seed_requests_answer(serving):
+    serving, health = serving
+    assert health["models"] == 2 + 8  # two single models, and the regions' model set of eight
+
+    energy = score(serving, "nyc_energy_model", ENERGY_ROWS)
+    assert energy["model_name"] == "nyc_energy_model" and energy["model_version"] == "1"
+    assert len(energy["predictions"]) == 2 and all(1000 < p < 20000 for p in energy["predictions"])
+
+    diabetes = score(serving, "diabetes_model", DIABETES_ROWS)
+    assert diabetes["model_name"] == "diabetes_model" and len(diabetes["predictions"]) == 2
+    assert all(0 < p < 400 for p in diabetes["predictions"])
+
+    # the POST body form gives the same answers
+    for name, rows, expected in (
+        ("nyc_energy_model", ENERGY_ROWS, energy),
+        ("diabetes_model", DIABETES_ROWS, diabetes),
+    ):
+        posted = serving.post("/score", json={"model_name": name, "data": rows})
+        assert posted.status_code == 200, posted.text
+        assert posted.json()["predictions"] == expected["predictions"]
+
+    # a partition's model by its name <model_name>/<partition key>, from the one registered model set
+    region = score(serving, PARTITION, ENERGY_ROWS)
+    assert region["model_name"] == PARTITION and region["model_set"] == "nyc_energy_regions_model"
+    assert len(region["predictions"]) == 2 and all(p > 0 for p in region["predictions"])
+    posted = serving.post("/score", json={"model_name": PARTITION, "data": ENERGY_ROWS})
+    assert posted.json()["predictions"] == region["predictions"]
+
+    unknown = serving.get("/score", params={"model_name": "nyc_energy_regions_model/region=r9999", "data": "[[1]]"})
+    assert unknown.status_code == 404 and "region=r9999" in unknown.text
+    short = serving.get("/score", params={"model_name": "diabetes_model", "data": "[[1, 2, 3]]"})
+    assert short.status_code == 422
+
+
+def set_budget(project: Path, name: str, seconds: float) -> None:
+    path = project / ff_declaration()[0][name]
+    raw = json.loads(path.read_text())
+    raw["model"]["automl"]["time_budget_s"] = seconds
+    path.write_text(json.dumps(raw, indent=1))
+
+
+def finished(trained: Path, model_ids: list[str]) -> set[str]:
+    """Models whose result folder is in place (a model is renamed into place only when complete)."""
+    return {m for m in model_ids if (model_folder(trained, m) / RESULT_FILE).is_file()}
+
+
+@pytest.mark.slow
+def test_a_training_killed_with_sigkill_resumes_with_only_what_is_missing(tmp_path, monkeypatch, project):
+    # the diabetes search, trained second, gets a few seconds: the window in which the kill lands
+    set_budget(project, "diabetes_model", 6.0)
+    prepared, trained = tmp_path / "prepared", tmp_path / "trained"
+    assert prepare.main(["--use-case", "ff", "--output", str(prepared)]) == 0
+    tasks = read_plan(prepared)
+    ids = [t.model_id for t in tasks]
+    assert ids[:2] == ["nyc_energy_model", "diabetes_model"] and len(ids) == 10
+
+    command = module_command("ml_service.pipelines.steps.train", "--prepared", str(prepared), "--output", str(trained))
+    step = subprocess.Popen(
+        command, cwd=project, env=process_env(project), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    try:
+        deadline = time.monotonic() + 180
+        while not finished(trained, ids) and step.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(step.pid, signal.SIGKILL)
+    finally:
+        _, stderr = step.communicate(timeout=30)
+    assert step.returncode == -signal.SIGKILL, f"the step ended before the kill: {stderr.decode()[-2000:]}"
+    done_before = finished(trained, ids)
+    assert "nyc_energy_model" in done_before and len(done_before) < len(ids)
+    assert not (trained / SUMMARY_FILE).exists()
+    kept = {m: (model_folder(trained, m) / RESULT_FILE).read_bytes() for m in done_before}
 
+    assert train.main(["--prepared", str(prepared), "--output", str(trained)]) == 0
+    results = read_json(trained / SUMMARY_FILE)["results"]
+    assert [r["model_id"] for r in results] == ids
+    assert {r["model_id"] for r in results if r["status"] == "skipped"} == done_before
+    assert {r["status"] for r in results if r["model_id"] not in done_before} == {"trained"}
+    for model_id, before in kept.items():  # what had finished was not trained again
+        assert (model_folder(trained, model_id) / RESULT_FILE).read_bytes() == before
+    leftovers = [p.name for p in (trained / "models").rglob(".*") if p.is_dir()]
+    assert leftovers == []  # no staging folder of the killed run is left behind
 
-def evaluate_and_register(config: Path, run: Path) -> None:
-    c = ["--config", str(config)]
-    assert ff_evaluate.main([*c, "--trained", str(run / "trained"), "--output", str(run / "evaluate")]) == 0
-    register = ["--trained", str(run / "trained"), "--decisions", str(run / "evaluate")]
-    assert ff_register.main([*c, *register, "--output", str(run / "register")]) == 0
-
-
-def run_pipeline(config: Path, run: Path) -> None:
-    prepare(config, run)
-    assert train(config, run) == 0
-    evaluate_and_register(config, run)
-
-
-def break_partition(prepared: Path, key: str = "region=r0001") -> None:
-    """The label column removed from one prepared partition file, after prepare checked it."""
-    path = prepared / NAME / f"{key}.csv"
-    pd.read_csv(path).drop(columns=["demand"]).to_csv(path, index=False)
-
-
-def client_for(settings) -> MlflowClient:
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-
-
-def versions(client: MlflowClient) -> dict[str, dict[str, str]]:
-    return {str(v.version): dict(v.tags) for v in client.search_model_versions(f"name='{NAME}'")}
-
-
-@pytest.fixture
-def one_worker(monkeypatch):
-    monkeypatch.setenv("MAX_WORKERS", "1")  # in-process runs: no pool forked from the test process
-
-
-@pytest.mark.slow
-def test_a_failing_partition_is_reported_and_the_others_are_registered(settings, tmp_path, one_worker, capsys):
-    config, run = write_config(tmp_path), tmp_path / "run"
-    break_partition(prepare(config, run))
-    assert train(config, run) == 0  # threshold -1 in this config: any number of failures tolerated
-    captured = capsys.readouterr()
-    assert "3 trained, 0 unchanged (skipped), 1 failed" in captured.out
-    assert f"ff_train: FAILED {BROKEN}: KeyError" in captured.err
-
-    results = {r["model_id"]: r for r in read_json(run / "trained" / "train_summary.json")["results"]}
-    assert {m: r["status"] for m, r in results.items()} == {
-        f"{NAME}/{k}": "failed" if k == "region=r0001" else "trained" for k in KEYS
-    }
-    assert results[BROKEN]["error"].startswith("KeyError") and "demand" in results[BROKEN]["error"]
-    assert not model_folder(run / "trained", BROKEN).exists()
-    metrics_csv = (run / "trained" / "metrics.csv").read_text()
-    assert BROKEN in metrics_csv and "KeyError" in metrics_csv
-
-    evaluate_and_register(config, run)
-    decisions = read_json(run / "evaluate" / "decisions.json")[NAME]["models"]
-    assert decisions[BROKEN] == {"promote": False, "reason": "training failed", "key": "region=r0001"}
-    client = client_for(settings)
-    production = production_model(client, NAME, "production")
-    assert production is not None and production.version == "1"
-    manifest = read_manifest(download_model(client, production, tmp_path / "download"))
-    assert sorted(manifest["models"]) == [k for k in KEYS if k != "region=r0001"]
-
-    page = (run / "register" / "report.html").read_text()
-    assert "<h3>Failures</h3>" in page and BROKEN in page and "KeyError" in page
-
-
-@pytest.mark.slow
-def test_error_threshold_fails_the_step_with_one_line_naming_the_model(settings, tmp_path, one_worker):
-    strict, run = write_config(tmp_path, error_threshold=0, name="strict.json"), tmp_path / "run"
-    break_partition(prepare(strict, run))
-    args = ["--config", str(strict), "--prepared", str(run / "prepared"), "--output", str(run / "trained")]
-    step = run_module("ml_service.pipelines.steps.ff_train", *args)
-    assert step.returncode != 0, step.stdout
-    errors = [line for line in step.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, step.stderr
-    assert errors[0].startswith("error: ff_train: 1 of 4 models failed, error threshold 0: ")
-    assert BROKEN in errors[0] and "KeyError" in errors[0]
-    assert "Traceback" not in step.stderr
-
-    # the same failure tolerated: -1 (any number) and 1 (up to one) pass; the trained three are not redone
-    assert train(strict, run, "--error-threshold", "-1") == 0
-    assert train(strict, run, "--error-threshold", "1") == 0
-    statuses = [r["status"] for r in read_json(run / "trained" / "train_summary.json")["results"]]
-    assert sorted(statuses) == ["failed", "skipped", "skipped", "skipped"]
-
-
-@pytest.mark.slow
-def test_promotion_per_model_and_no_half_written_registry_entry(settings, tmp_path, one_worker):
-    client = client_for(settings)
-    first, later = tmp_path / "run1", tmp_path / "current"
-    run_pipeline(write_config(tmp_path, seed=7), first)
-    production = production_model(client, NAME, "production")
-    assert production is not None and production.version == "1"
-    v1 = read_manifest(download_model(client, production, tmp_path / "v1"))
-    assert {k: e["version"] for k, e in v1["models"].items()} == dict.fromkeys(KEYS, "1")
-
-    # a registration killed after create_model_version leaves a pending version without the alias
-    def interrupted_registration() -> str:
-        version = client.create_model_version(
-            NAME, source=production.source, run_id=production.run_id, tags={STATE_TAG: "pending"}
-        )
-        return str(version.version)
-
-    pending = interrupted_registration()
-    assert pending == "2" and versions(client)[pending][STATE_TAG] == "pending"
-
-    # new data (another generator seed): every partition retrains; each is promoted only if strictly better
-    changed = write_config(tmp_path, seed=11)
-    run_pipeline(changed, later)
-    assert pending not in versions(client)
-    production = production_model(client, NAME, "production")
-    assert production is not None and production.version == "3"
-    assert versions(client)["3"][STATE_TAG] == "complete"
-    assert {v: t[STATE_TAG] for v, t in versions(client).items()} == {"1": "complete", "3": "complete"}
-    v3_folder = download_model(client, production, tmp_path / "v3")
-    v3 = read_manifest(v3_folder)
-    decisions = read_json(later / "evaluate" / "decisions.json")[NAME]["models"]
-    results = {r["key"]: r for r in read_json(later / "trained" / "train_summary.json")["results"]}
-    promoted = {d["key"] for d in decisions.values() if d["promote"]}
-    assert promoted and promoted != set(KEYS), "seed 11 is chosen to give both outcomes; pick another seed"
-    assert sorted(v3["models"]) == KEYS
-    for key in KEYS:
-        entry = v3["models"][key]
-        model_file = (partition_folder(v3_folder, key) / "model.joblib").read_bytes()
-        if key in promoted:
-            assert entry["version"] == "2" and entry["metrics"] == results[key]["metrics"]
-            assert entry["data_hash"] == results[key]["data_hash"]
-            source = model_folder(later / "trained", f"{NAME}/{key}")
-        else:
-            assert entry == v1["models"][key]
-            source = model_folder(first / "trained", f"{NAME}/{key}")
-        assert model_file == (source / "model.joblib").read_bytes(), key
-    registered = read_json(later / "register" / "registered.json")[NAME]
-    assert registered == {"registered": True, "version": "3", "models": 4}
-    page = (later / "register" / "report.html").read_text()
-    assert f"<td>{len(promoted)}</td><td>{4 - len(promoted)}</td><td>registered version 3</td>" in page
-
-    # nothing changed: everything is skipped, equal metrics are not better, nothing new is registered,
-    # and a pending version left by another killed registration is cleaned up all the same
-    pending = interrupted_registration()
-    run_pipeline(changed, later)
-    statuses = {r["status"] for r in read_json(later / "trained" / "train_summary.json")["results"]}
-    assert statuses == {"skipped"}
-    decisions = read_json(later / "evaluate" / "decisions.json")[NAME]["models"]
-    assert not any(d["promote"] for d in decisions.values())
-    assert all(d["reason"].endswith("not better") for d in decisions.values())
-    assert read_json(later / "register" / "registered.json")[NAME]["registered"] is False
-    assert sorted(versions(client)) == ["1", "3"]
-    assert production_model(client, NAME, "production").version == "3"
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
-    """A copy of the code with the mixed test config as ff/pipeline_config.json (the runner's fixed config)."""
-    root = copy_project(tmp_path / "project", ("ml_service", "ff"), empty_mlflow_db)
-    shutil.copy(MIXED_CONFIG, root / "ff" / "pipeline_config.json")
-    monkeypatch.setenv("LOCAL_DIR", "local")
-    return root
-
-
-@pytest.mark.slow
-def test_runner_prints_the_report_path_and_the_report_covers_every_use_case(project):
-    done = run_module("ml_service.pipelines.run_train_pipeline", "--use-case", "ff", cwd=project)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run_dir = project / "local" / "runs" / "ff" / "current"
-    report = (run_dir / "register" / "output" / "report.html").resolve()
-    assert f"report written to {report}" in done.stdout
-    page = report.read_text()
-    config = json.loads(MIXED_CONFIG.read_text())
-    for use_case in config["use_cases"]:
-        assert f"<h2>{use_case['model_name']}</h2>" in page
-    assert page.count("registered version 1") == len(config["use_cases"])
-    assert "<th>promoted</th><th>kept</th>" in page and "Promotion decisions" in page
-    assert page.count("<svg") == len(config["use_cases"]) - 1  # the metric histograms (one-model cases: a number)
-    assert page.count("data:image/png;base64,") >= 2  # hold-out plots, inlined
+    # a third run has nothing to do
+    assert train.main(["--prepared", str(prepared), "--output", str(trained)]) == 0
+    assert {r["status"] for r in read_json(trained / SUMMARY_FILE)["results"]} == {"skipped"}

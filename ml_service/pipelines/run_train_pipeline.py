@@ -81,7 +81,8 @@ def keep_report(run_dir: Path, started: datetime) -> Path | None:
         return None
     history = run_dir.parent / "history"
     history.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(report, history / f"{started.strftime('%Y%m%dT%H%M%SZ')}.html")
+    # microseconds: two quick runs in one second keep two reports
+    shutil.copyfile(report, history / f"{started.strftime('%Y%m%dT%H%M%S%fZ')}.html")
     links = "".join(f'<li><a href="{p.name}">{p.stem}</a></li>' for p in sorted(history.glob("2*.html"), reverse=True))
     page = f"<!doctype html><meta charset='utf-8'><title>Run history</title><h1>Run history</h1><ul>{links}</ul>"
     write_atomic(history / "index.html", page.encode())
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         project = project_root(settings.project_root)
         names = select_use_cases(args.use_case, project, args.all)
-        label = "all" if args.all else "-".join(names)
+        label = "all" if args.all else "-".join(n.strip() for n in args.use_case.split(",") if n.strip())
         spec = training_pipeline(names, label)
     except (SettingsError, ConfigError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_service.config import UseCaseConfig
+from ml_service.config import UseCaseConfig, declared_use_cases
 from ml_service.data_checks import TEXT_TYPES, TIME_FORMAT
 from ml_service.use_case import LoadedUseCase, check_metrics, fit_many, fit_one, load_use_case, predictions
 from ml_service.util.files import read_json, write_json
@@ -145,7 +145,7 @@ def read_prepared_batch(paths: Sequence[Path], config: UseCaseConfig) -> tuple[p
 
 
 @functools.lru_cache(maxsize=32)
-def _code_hash(paths: tuple[str, ...]) -> str:
+def _code_hash(paths: tuple[str, ...], configs: frozenset[str]) -> str:
     digest = hashlib.sha256()
     for top in paths:
         top_path = Path(top)
@@ -153,6 +153,8 @@ def _code_hash(paths: tuple[str, ...]) -> str:
         for path in files:
             parts = path.relative_to(top_path.parent).parts
             if not path.is_file() or "__pycache__" in parts or "tests" in parts or path.suffix == ".pyc":
+                continue
+            if str(path.resolve()) in configs:  # configurations are hashed as parsed, each by its own use case
                 continue
             digest.update("/".join(parts).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -162,7 +164,8 @@ def config_hash(use_case: LoadedUseCase) -> str:
     """What decides a model besides its data: the configuration and the use case's model code (any file of it,
     so model code in a new file retrains too)."""
     config = use_case.config.model_dump(mode="json", exclude={"path", "description", "parallel"})
-    code = _code_hash(tuple(str(p) for p in use_case.model_code()))
+    configs = frozenset(str(p.resolve()) for p in declared_use_cases(use_case.root).values())
+    code = _code_hash(tuple(str(p) for p in use_case.model_code()), configs)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code.encode()).hexdigest()
 
 

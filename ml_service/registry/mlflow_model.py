@@ -29,9 +29,11 @@ MLMODEL_FILE = "MLmodel"
 DATA_NAME = "model"  # the data folder's name: data/model/ in the MLflow model
 LOADER_MODULE = mlops_pyfunc_model.__name__.rsplit(".", 1)[-1]
 BASE_REQUIREMENTS = ("numpy", "pandas", "scikit-learn")
+# An integer column is a double in the signature: prepare gives models floats (an integer column may have missing
+# values), so the example and every frame a model sees hold float64; callers may still send whole numbers.
 SIGNATURE_TYPES = {
     "number": "double",
-    "integer": "long",
+    "integer": "double",
     "string": "string",
     "category": "string",
     "boolean": "boolean",
@@ -78,6 +80,10 @@ def _example(manifest: Mapping[str, Any], key: str):
     for column, kind in manifest["input_types"].items():
         if kind == "datetime":
             frame[column] = pd.to_datetime(frame[column])
+        elif kind in ("number", "integer"):  # JSON gives 50 for 50.0: MLflow refuses int64 for a double column
+            frame[column] = frame[column].astype("float64")
+        elif kind == "boolean" and not frame[column].isna().any():
+            frame[column] = frame[column].astype(bool)
     if manifest["partition_columns"]:
         values = mlops_pyfunc_model.parse_model_key(key)
         for position, column in enumerate(manifest["partition_columns"]):

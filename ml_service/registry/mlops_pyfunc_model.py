@@ -65,10 +65,12 @@ def parse_model_key(key: str) -> dict[str, str]:
 
 
 def key_folder(key: str) -> str:
-    """A model's folder inside the data folder, relative: `models/<key>` (`models/model` for a single model)."""
+    """A model's folder inside the data folder, relative: `models/<key>` (`models/model` for a single model),
+    with the key's "%" written as "!": MLflow URL-decodes artifact paths when it downloads them (repeatedly, so
+    "%2F" or "%252F" in a folder name becomes "/"), and "!" never appears in a key (the codec escapes it)."""
     if key != SINGLE_KEY:
         parse_model_key(key)
-    return f"{MODELS_DIR}/{key or SINGLE_FOLDER}"
+    return f"{MODELS_DIR}/{key.replace('%', '!') or SINGLE_FOLDER}"
 
 
 class RegisteredModel:

@@ -4,9 +4,9 @@ Endpoints (``create_app(store, settings)``):
 
 - ``GET /score?model_name=NAME&data=[[...],...]`` and ``POST /score`` with ``{"model_name": NAME, "data": [[...]]}``
   → ``{"model_name", "model_version", "predictions": [...]}`` (+ ``"model_set"``, ``"set_version"`` for a partition
-  model). Rows are raw input rows in the model's column order, e.g. ``["2017-8-12 7:00", 0, 70]`` (time stamp,
-  precipitation, temperature) or ten numbers for the diabetes model. A partition model is named
-  ``<model_name>/<model key>``, e.g. ``nyc_energy_regions_model/region=r0001``.
+  model). Rows are raw input rows in the model's column order (its signature), e.g. ``["2017-8-12 7:00", 0, 70]``
+  (a time stamp and two numbers). A partition model is named ``<model_name>/<model key>``, e.g.
+  ``sales/store=s01``.
 - ``GET /models[?prefix=P&offset=N&limit=M]``: JSON list of ``{name, version, metrics, kind[, model_set,
   set_version]}``, sorted by name; the header ``X-Total-Count`` gives the number matching ``prefix``.
   ``GET /models/{name}`` adds the input columns and a sample input (reads metadata only, loads no model).
@@ -81,7 +81,7 @@ SCORE_BODY_SCHEMA = {
     "type": "object",
     "required": ["model_name", "data"],
     "properties": {
-        "model_name": {"type": "string", "example": "nyc_energy_model"},
+        "model_name": {"type": "string", "example": "sales/store=s01"},
         "data": {
             "type": "array",
             "items": {"type": "array", "items": {}},
@@ -103,7 +103,7 @@ SCORE_ANSWER_SCHEMA = {
     "type": "object",
     "required": ["model_name", "model_version", "predictions"],
     "properties": {
-        "model_name": {"type": "string", "example": "nyc_energy_model"},
+        "model_name": {"type": "string", "example": "sales/store=s01"},
         "model_version": {"type": "string", "example": "3"},
         "predictions": {
             "type": "array",
@@ -353,7 +353,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.get("/score", summary="Score rows given in the query string", responses=SCORE_RESPONSES)
     async def score_get(
         request: Request,
-        model_name: str = Query(..., description="e.g. nyc_energy_model or nyc_energy_regions_model/region=r0001"),
+        model_name: str = Query(..., description="e.g. churn, or sales/store=s01 for a partition model"),
         data: str = Query(..., description='JSON rows, e.g. [["2017-8-12 7:00",0,70]]'),
     ) -> Response:
         check_key(request)
@@ -400,7 +400,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.get("/models", summary="Servable models (paginated; filter by name prefix)")
     async def list_models(
         request: Request,
-        prefix: str = Query("", description="only names starting with this, e.g. nyc_energy_regions_model/"),
+        prefix: str = Query("", description="only names starting with this, e.g. sales/"),
         offset: int = Query(0, ge=0),
         limit: int = Query(1000, ge=1, le=10000),
     ) -> Response:

@@ -3,7 +3,7 @@
 ``azmlinfsrv`` always binds 0.0.0.0 (its ``DEFAULT_HOST``); this runs the same command-line entry point with
 that host replaced by 127.0.0.1, so nothing listens beyond the loopback interface. Same flags as azmlinfsrv:
 
-    python -m ml_service.scoring.inference_server --entry_script diabetes_regression/scoring/score.py --port 5002
+    python -m ml_service.scoring.inference_server --entry_script path/to/score.py --port 5002
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`
                           files downloaded from the registry; the service loads a model only if they match)
     package/models/<name>/...  the production version's files (a model folder or a model set)
     ml_service/...        the serving subset (util, registry readers, scoring; not MLflow, not the deployers)
-    <use case>/...        every use-case package's .py/.json files (pickled models import them, e.g. ff.features)
+    <use case>/...        every use-case package's .py/.json files (pickled models import their classes)
 
 Deterministic: the same registry state gives a byte-identical ``manifest.json`` (sorted, no time stamps).
 The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is never half-written; an existing
@@ -157,20 +157,22 @@ def model_libraries(model_files: list[Path]) -> list[str]:
 
 
 def use_case_packages(root: Path = REPO_ROOT) -> list[str]:
-    """The top-level packages of every declared use case's code (pickled models import them, e.g. ff.features)."""
+    """The top-level packages of every declared use case's code (pickled models import their classes)."""
     from ml_service.config import declared_use_cases, load_config
 
     return sorted({load_config(name, root).code.split(":")[0].split(".")[0] for name in declared_use_cases(root)})
 
 
 def _copy_code(root: Path, target: Path) -> None:
+    """The serving code from where ml_service runs (REPO_ROOT), the use cases from the project in use (`root`)."""
     for rel in SERVICE_CODE:
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, target / rel)
+        shutil.copyfile(REPO_ROOT / rel, target / rel)
     for package in use_case_packages(root):
         for path in sorted((root / package).rglob("*")):
             rel = path.relative_to(root)
-            if path.suffix in (".py", ".json") and "__pycache__" not in rel.parts and path.is_file():
+            skipped = "__pycache__" in rel.parts or "tests" in rel.parts  # a model imports neither
+            if path.suffix in (".py", ".json") and not skipped and path.is_file():
                 (target / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target / rel)
 
@@ -315,12 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         help="package the models fetched from an Azure ML registry into this folder (azureml_promote fetch)",
     )
     args = parser.parse_args(argv)
+    from ml_service.config import project_root
     from ml_service.util.env_variables import SettingsError, load_settings
 
     try:
         settings = load_settings()
-        manifest = build(settings, args.output, models_from=args.models_from)
-    except SettingsError as exc:
+        manifest = build(settings, args.output, project_root(settings.project_root), models_from=args.models_from)
+    except (SettingsError, ValueError) as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:

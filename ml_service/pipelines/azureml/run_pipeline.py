@@ -167,7 +167,8 @@ def render(args: argparse.Namespace, settings: Settings, workdir: Path) -> list[
             raise UsageError("--steps applies to the pipeline, not to --automl")
         rendered = render_automl(args.use_case, settings, workdir)
     else:
-        root = settings.project_root.resolve()
+        root = project_root(settings.project_root)
+        use_cases_of(args.use_case, root)  # an unknown use case is named before anything is built
         environment = build_environment(root, settings.aml_environment_name)
         parallel_environment = build_parallel_environment(root, settings.aml_environment_name)
         rendered = [render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment)]
@@ -186,10 +187,15 @@ def dry_run(rendered: list[RenderedJob], output: Path) -> None:
 
 
 def azure_credential() -> Any:
-    """In an Azure DevOps AzureCLI@2 task with a workload-identity service connection (and SYSTEM_ACCESSTOKEN
-    mapped), a credential that asks Azure DevOps for a new federated token whenever it needs one, so a wait of
-    hours does not outlive the task's sign-in; elsewhere DefaultAzureCredential."""
-    from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
+    """A credential that outlives a wait of hours where CI allows it, else DefaultAzureCredential.
+
+    - Azure DevOps AzureCLI@2 task with a workload-identity service connection (and SYSTEM_ACCESSTOKEN mapped):
+      AzurePipelinesCredential, which asks Azure DevOps for a new federated token whenever it needs one.
+    - GitHub Actions job with `permissions: id-token: write` (ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN) and
+      AZURE_CLIENT_ID/AZURE_TENANT_ID set: ClientAssertionCredential whose assertion is a fresh GitHub OIDC token
+      on every call (the Azure CLI session azure/login left behind cannot renew itself once its token expires).
+    """
+    from azure.identity import AzurePipelinesCredential, ClientAssertionCredential, DefaultAzureCredential
 
     names = ("AZURESUBSCRIPTION_TENANT_ID", "AZURESUBSCRIPTION_CLIENT_ID", "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID")
     values = [os.environ.get(name, "") for name in (*names, "SYSTEM_ACCESSTOKEN")]
@@ -198,6 +204,32 @@ def azure_credential() -> Any:
         return AzurePipelinesCredential(
             tenant_id=tenant, client_id=client, service_connection_id=connection, system_access_token=token
         )
+    github = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "AZURE_TENANT_ID", "AZURE_CLIENT_ID")
+    values = [os.environ.get(name, "") for name in github]
+    if all(values):
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        request_url, request_token, tenant, client = values
+        # The audience Microsoft Entra expects of a federated credential (the one azure/login asks for).
+        url = f"{request_url}&audience={urllib.parse.quote('api://AzureADTokenExchange', safe='')}"
+
+        def github_oidc_token() -> str:
+            # Called by the credential each time it needs an Entra token: a new assertion each time.
+            request = urllib.request.Request(url, headers={"Authorization": f"bearer {request_token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the runner's URL
+                    value = json.loads(response.read().decode("utf-8")).get("value")
+            except (urllib.error.URLError, ValueError) as exc:
+                raise RuntimeError(
+                    f"cannot get a GitHub OIDC token ({exc}): does the job have `permissions: id-token: write`?"
+                ) from exc
+            if not value:
+                raise RuntimeError("the GitHub OIDC token endpoint answered without a token ('value')")
+            return value
+
+        return ClientAssertionCredential(tenant_id=tenant, client_id=client, func=github_oidc_token)
     return DefaultAzureCredential()
 
 

@@ -108,13 +108,19 @@ def build_data_folder(
     )
 
 
-def code_folders(use_case: LoadedUseCase) -> list[Path]:
-    """The top-level packages holding the use case's model code: shipped whole, so its imports resolve."""
+def code_folders(use_case: LoadedUseCase, staging: Path) -> list[Path]:
+    """Copies of the top-level packages holding the use case's model code, without tests and caches: shipped
+    whole, so the pickles' imports resolve wherever the model is loaded."""
     tops = []
     for path in use_case.model_code():
         relative = path.resolve().relative_to(use_case.root.resolve())
         tops.append(use_case.root / relative.parts[0])
-    return list(dict.fromkeys(tops))
+    shutil.rmtree(staging, ignore_errors=True)
+    copies = []
+    for top in dict.fromkeys(tops):
+        ignore = shutil.ignore_patterns("tests", "__pycache__", "*.pyc")
+        copies.append(Path(shutil.copytree(top, staging / top.name, ignore=ignore)))
+    return copies
 
 
 def version_tags(manifest: dict[str, Any], promoted: int, settings: Settings, run_id: str) -> dict[str, str]:
@@ -179,9 +185,8 @@ def register_use_case(
     build = args.output / "build" / name
     manifest = build_data_folder(use_case, models, origin, build / "data", args.trained, production_data)
     requirements = tuple(getattr(use_case.implementation, "requirements", ()) or ())
-    save_mlflow_model(
-        build / MODEL_ARTIFACT, build / "data", code_paths=code_folders(use_case), requirements=requirements
-    )
+    code = code_folders(use_case, build / "code")
+    save_mlflow_model(build / MODEL_ARTIFACT, build / "data", code_paths=code, requirements=requirements)
     client.log_artifacts(run_id, str(build / MODEL_ARTIFACT), MODEL_ARTIFACT)
     tags = version_tags(manifest, len(promoted), settings, run_id)
     version = str(register_version(client, model_name, run_id, MODEL_ARTIFACT, tags, settings.production_alias).version)

@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
                 "for non-sensitive QA data, or deploy QA with ml_service.scoring.deploy.online_endpoint (HTTPS)",
                 2,
             )
-        print("WARNING: ACI QA is plain HTTP: non-sensitive data only", file=sys.stderr)
         settings = common.azure_settings(args.dry_run)
+        print("WARNING: ACI QA is plain HTTP: non-sensitive data only", file=sys.stderr)
         if args.dry_run:
             package = common.read_package(args.package)
             image = common.planned_image(package)

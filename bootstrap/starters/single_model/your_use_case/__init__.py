@@ -1,0 +1,1 @@
+"""The your_use_case use case: its code (use_case.py), its configuration (config.json) and its tests (tests/)."""
