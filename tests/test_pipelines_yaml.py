@@ -13,7 +13,6 @@ Azure DevOps is not reachable from here, so these tests check what can be checke
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 import subprocess
