@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.pipelines.many_models import model_folder
 from ml_service.pipelines.steps import ff_evaluate, ff_prepare, ff_register, ff_train
-from ml_service.registry.mlflow_registry import STATE_TAG, download_model, production_model
+from ml_service.registry.mlflow_registry import OWNER_TAG, STATE_TAG, download_model, owner_id, production_model
 from ml_service.registry.model_set import partition_folder, read_manifest
 from ml_service.util.files import read_json
 from tests.conftest import REPO_ROOT, copy_project, run_module
@@ -142,11 +144,11 @@ def test_promotion_per_model_and_no_half_written_registry_entry(settings, tmp_pa
     v1 = read_manifest(download_model(client, production, tmp_path / "v1"))
     assert {k: e["version"] for k, e in v1["models"].items()} == dict.fromkeys(KEYS, "1")
 
-    # a registration killed after create_model_version leaves a pending version without the alias
+    # a registration killed after create_model_version leaves a pending version whose owner is dead
     def interrupted_registration() -> str:
-        version = client.create_model_version(
-            NAME, source=production.source, run_id=production.run_id, tags={STATE_TAG: "pending"}
-        )
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        tags = {STATE_TAG: "pending", OWNER_TAG: owner_id(int(dead.stdout))}
+        version = client.create_model_version(NAME, source=production.source, run_id=production.run_id, tags=tags)
         return str(version.version)
 
     pending = interrupted_registration()

@@ -83,7 +83,11 @@ def register_folder(settings, folder: Path, name: str, metrics: dict | None = No
         if metrics:
             mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(folder), "model")
-    return str(register_version(client, name, run.info.run_id, "model", {}, "production").version)
+    registration = register_version(
+        client, name, run.info.run_id, "model", {}, "production",
+        metrics=metrics or {}, lineage={}, data_hash="", folder=folder, force=True,
+    )  # fmt: skip
+    return str(registration.version)
 
 
 def register_standard_models(settings, tmp_path: Path, regions=("r0001", "r0002", "r0003")) -> None:

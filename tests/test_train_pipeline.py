@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.pipelines.catalog import training_pipeline
 from ml_service.pipelines.definition import Binding, PipelineSpec, StepSpec
+from ml_service.registry.mlflow_registry import production_model
 from tests.conftest import copy_project, run_module
 
 RUNNER = "ml_service.pipelines.run_train_pipeline"
@@ -41,8 +42,8 @@ def test_promotion_gate_across_runs(project):
         assert step in first.stdout
     assert "diabetes_regression_model version 1 registered" in first.stdout
     client = registry(project)
-    production = client.get_model_version_by_alias("diabetes_regression_model", "production")
-    assert str(production.version) == "1"
+    production = production_model(client, "diabetes_regression_model", "production")
+    assert production.version == "1" and production.tags["git_tree"] in ("clean", "dirty", "unknown")
     assert production.tags["param.alpha"] == "0.5" and len(production.tags["data_hash"]) == 64
     assert "git_commit" not in production.tags or production.tags["git_commit"]
 
@@ -57,7 +58,7 @@ def test_promotion_gate_across_runs(project):
     better = run_module(RUNNER, "--use-case", "diabetes_regression", "--in-process", cwd=project)
     assert better.returncode == 0, better.stderr
     assert "lower is better, promoting" in better.stdout
-    assert str(client.get_model_version_by_alias("diabetes_regression_model", "production").version) == "2"
+    assert production_model(client, "diabetes_regression_model", "production").version == "2"
 
 
 @pytest.mark.slow

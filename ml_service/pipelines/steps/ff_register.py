@@ -3,11 +3,13 @@
 A single model becomes a new version of its registered name. A partitioned use case becomes ONE new version
 of a model set: the promoted partition models plus the production ones that were kept, with a manifest of
 per-partition versions, metrics and hashes. One registration instead of thousands keeps it to seconds, and
-the production alias moves once, last, so the served set is always complete.
+production moves once, last, so the served set is always complete. Production is checked again when it moves:
+a single model by its metric, a set by the production version it was built on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -24,7 +26,7 @@ from ml_service.registry.model_folder import METADATA_FILE
 from ml_service.registry.model_set import partition_folder, read_manifest, write_model_set
 from ml_service.util.env_variables import Settings, load_settings
 from ml_service.util.files import read_json, write_json
-from ml_service.util.lineage import git_commit
+from ml_service.util.lineage import lineage_tags
 
 REGISTERED_FILE = "registered.json"
 REPORT_FILE = "report.html"
@@ -109,20 +111,58 @@ def registration_run(client: Any, settings: Settings, name: str) -> str:
 
 
 def register_folder(
-    client: Any, settings: Settings, name: str, run_id: str, folder: Path, artifact: str, tags: dict[str, str]
-) -> str:
-    """Log the folder to the run and register it with lineage tags; the production alias moves last."""
+    client: Any,
+    settings: Settings,
+    name: str,
+    run_id: str,
+    folder: Path,
+    artifact: str,
+    tags: dict[str, str],
+    *,
+    metrics: dict[str, float],
+    data_hash: str,
+    rule: dict[str, Any],
+) -> Any:
+    """Log the folder to the run and register it with lineage tags; production moves last (compare-and-set by
+    `rule`: metric and direction, or base_version for a set)."""
     from ml_service.registry.mlflow_registry import register_version
 
     client.log_artifacts(run_id, str(folder), artifact)
-    lineage = {
-        "run_id": run_id,
-        "git_commit": git_commit(),
-        "build_id": settings.build_id,
-        "build_uri": settings.build_uri,
-    }
-    tags = {k: v for k, v in {**lineage, **tags}.items() if v}
-    return str(register_version(client, name, run_id, artifact, tags, settings.production_alias).version)
+    return register_version(
+        client,
+        name,
+        run_id,
+        artifact,
+        {"run_id": run_id, **tags},
+        settings.production_alias,
+        metrics=metrics,
+        lineage=lineage_tags(settings.build_id, settings.build_uri),
+        data_hash=data_hash,
+        folder=folder,
+        force=not settings.run_evaluation,
+        **({} if not settings.run_evaluation else rule),
+    )
+
+
+def set_metrics(manifest: dict[str, Any]) -> dict[str, float]:
+    """A set's own metrics: the mean of each metric over its models (per-model ones stay in the manifest)."""
+    values: dict[str, list[float]] = {}
+    for entry in manifest["models"].values():
+        for metric, value in entry["metrics"].items():
+            values.setdefault(metric, []).append(float(value))
+    return {f"mean_{metric}": sum(v) / len(v) for metric, v in sorted(values.items())}
+
+
+def set_data_hash(manifest: dict[str, Any]) -> str:
+    """One hash for the data of every model in the set (each entry's data_hash, in key order)."""
+    lines = "".join(f"{key}={entry['data_hash']}\n" for key, entry in sorted(manifest["models"].items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def outcome(result: Any, models: int) -> dict[str, Any]:
+    if result.promoted:
+        return {"registered": True, "version": result.version, "models": models}
+    return {"registered": False, "version": result.version, "reason": result.reason}
 
 
 def single_model_tags(result: dict[str, Any]) -> dict[str, str]:
@@ -130,7 +170,6 @@ def single_model_tags(result: dict[str, Any]) -> dict[str, str]:
         "data_hash": result["data_hash"],
         "config_hash": result["config_hash"],
         "estimator": result["estimator"],
-        **{f"metric.{k}": repr(float(v)) for k, v in result["metrics"].items()},
     }
 
 
@@ -174,12 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if not config.get(name).partition_columns:
                 folder = model_folder(args.trained, name)
-                version = register_folder(
-                    client, settings, name, run_id, folder, MODEL_ARTIFACT, single_model_tags(results[name])
-                )
-                registered[name] = {"registered": True, "version": version, "models": 1}
-                alias = settings.production_alias
-                print(f"ff_register: {name} version {version} registered and aliased '{alias}'")
+                rule = {"metric": decision["metric"], "direction": decision["direction"]}
+                result = register_folder(
+                    client, settings, name, run_id, folder, MODEL_ARTIFACT, single_model_tags(results[name]),
+                    metrics=results[name]["metrics"], data_hash=results[name]["data_hash"], rule=rule,
+                )  # fmt: skip
+                registered[name] = outcome(result, 1)
+                print(f"ff_register: {name} version {result.version}: {result.reason}")
                 continue
             current = production_model(client, name, settings.production_alias)
             scratch = args.output / "production" / name
@@ -197,11 +237,17 @@ def main(argv: list[str] | None = None) -> int:
                 production_folder,
             )
             tags = model_set_tags(manifest, len(promoted))
-            version = register_folder(client, settings, name, run_id, folder, SET_ARTIFACT, tags)
-            registered[name] = {"registered": True, "version": version, "models": len(manifest["models"])}
+            # the set merges the decisions made against this production version: it may take production only
+            # while that version is still the production one
+            rule = {"base_version": decision["production_version"] or ""}
+            result = register_folder(
+                client, settings, name, run_id, folder, SET_ARTIFACT, tags,
+                metrics=set_metrics(manifest), data_hash=set_data_hash(manifest), rule=rule,
+            )  # fmt: skip
+            registered[name] = outcome(result, len(manifest["models"]))
             print(
-                f"ff_register: {name} version {version}: model set of {len(manifest['models'])} "
-                f"({len(promoted)} promoted), aliased '{settings.production_alias}'"
+                f"ff_register: {name} version {result.version}: model set of {len(manifest['models'])} "
+                f"({len(promoted)} promoted): {result.reason}"
             )
         write_json(args.output / REGISTERED_FILE, registered)
         report = write_report(args.output / REPORT_FILE, summary["results"], all_decisions, registered, args.trained)

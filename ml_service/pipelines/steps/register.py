@@ -1,4 +1,4 @@
-"""Step: register the promoted model with its lineage tags, then move the production alias onto it."""
+"""Step: register the promoted model with its lineage tags, then move production onto it if it is still better."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ml_service.pipelines.steps.train import TRAIN_FILE
 from ml_service.registry.mlflow_registry import connect, register_version, registered_run_ids
 from ml_service.util.env_variables import load_settings
 from ml_service.util.files import read_json, write_json
-from ml_service.util.lineage import git_commit
+from ml_service.util.lineage import git_commit, lineage_tags
 
 REGISTERED_FILE = "registered.json"
 
@@ -42,19 +42,39 @@ def main(argv: list[str] | None = None) -> int:
             build_id=settings.build_id,
             build_uri=settings.build_uri,
         )
-        version = register_version(
-            client, name, trained["run_id"], trained["artifact_path"], tags, settings.production_alias
+        # compare-and-set: production is checked again when it moves (another run may have promoted since evaluate)
+        rule = {"metric": decision["metric"], "direction": decision["direction"]}
+        result = register_version(
+            client,
+            name,
+            trained["run_id"],
+            trained["artifact_path"],
+            tags,
+            settings.production_alias,
+            metrics=trained["metrics"],
+            lineage=lineage_tags(settings.build_id, settings.build_uri),
+            data_hash=trained["data_hash"],
+            folder=args.trained / trained["artifact_path"],
+            force=not settings.run_evaluation,
+            **({} if not settings.run_evaluation else rule),
         )
         write_json(
             args.output / REGISTERED_FILE,
             {
-                "registered": True,
+                "registered": result.version is not None,
+                "promoted": result.promoted,
                 "model_name": name,
-                "version": version.version,
-                "alias": settings.production_alias,
+                "version": result.version,
+                "production_version": result.production_version,
+                "reason": result.reason,
             },
         )
-        print(f"register: {name} version {version.version} registered and aliased '{settings.production_alias}'")
+        if result.promoted:
+            print(f"register: {name} version {result.version} registered and in production: {result.reason}")
+        elif result.version is None:
+            print(f"register: nothing registered for {name}: {result.reason}")
+        else:
+            print(f"register: {name} version {result.version} registered, not in production: {result.reason}")
 
     return run_step("register", body)
 
