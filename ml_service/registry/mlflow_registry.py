@@ -124,7 +124,7 @@ def connect(settings: Settings) -> MlflowClient:
         # the client opens the tracking store (creating or migrating the schema); the registry store opens on
         # its first call
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        client.search_registered_models(max_results=1)
+        client.search_model_versions(max_results=1)
     return client
 
 
@@ -222,18 +222,22 @@ def production_model(client: MlflowClient, name: str, label: str) -> ProductionM
 
 
 def production_models(client: MlflowClient, label: str) -> list[ProductionModel]:
-    """Every registered model that has a version in production under `label`, sorted by name."""
-    found = []
+    """Every registered model that has a version in production under `label`, sorted by name.
+
+    One search of all versions (paged), not a search of registered models: MLflow 3's client adds a tag filter
+    to the latter (to leave prompts out), and a search by tag is what Azure ML's MLflow surface does not offer.
+    """
+    by_name: dict[str, list[ModelVersion]] = {}
     token = None
     while True:
-        page = client.search_registered_models(max_results=1000, page_token=token)
-        for registered in page:
-            current = production_model(client, registered.name, label)
-            if current is not None:
-                found.append(current)
+        page = client.search_model_versions(page_token=token)
+        for version in page:
+            by_name.setdefault(version.name, []).append(version)
         token = getattr(page, "token", None)
         if not token:
-            return sorted(found, key=lambda m: m.name)
+            break
+    found = [resolve_production(versions, label) for _, versions in sorted(by_name.items())]
+    return [_as_production(version) for version in found if version is not None]
 
 
 def registered_run_ids(client: MlflowClient, name: str) -> list[str]:
