@@ -25,6 +25,8 @@ from tests.azure_ml_surface import azure_ml_proxy, mlflow_server
 from tests.conftest import seed_store
 from tests.test_scoring_support import DIABETES_ROWS, build_model_set, diabetes_model, save_single
 
+pytestmark = pytest.mark.slow  # real processes and servers
+
 LABEL = "production"
 
 

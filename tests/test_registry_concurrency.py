@@ -18,6 +18,8 @@ from ml_service.registry.mlflow_registry import connect, ensure_experiment, prod
 from ml_service.util.env_variables import load_settings
 from tests.conftest import REPO_ROOT, seed_store
 
+pytestmark = pytest.mark.slow  # real processes and servers
+
 WORKER = REPO_ROOT / "tests" / "registry_worker.py"
 TIMEOUT_S = 120
 
@@ -93,12 +95,14 @@ def gates(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings_of(isolated_settings: Path, empty_mlflow_db: Path):
-    """The settings of a new store, or of an existing one that already has a production version (mse 50)."""
+    """The settings of a store: "new" (no file yet: the first processes create it), "empty" (created, nothing
+    registered) or "in-production" (a version of m in production, mse 50)."""
 
-    def make(existing: bool):
+    def make(store: str):
         settings = load_settings()
-        if existing:
+        if store != "new":
             seed_store(isolated_settings, empty_mlflow_db)
+        if store == "in-production":
             client = connect(settings)
             run = client.create_run(ensure_experiment(client, "seed", settings))
             client.log_text(run.info.run_id, "# seed\n", "model/MLmodel")
@@ -112,9 +116,9 @@ def settings_of(isolated_settings: Path, empty_mlflow_db: Path):
 
 
 @pytest.mark.parametrize("runs", [2, 4])
-@pytest.mark.parametrize("existing", [False, True], ids=["fresh-store", "existing-store"])
-def test_runs_at_once_keep_the_store_sound_and_production_on_the_best(settings_of, start, gates, runs, existing):
-    settings = settings_of(existing)
+@pytest.mark.parametrize("store", ["new", "in-production"])
+def test_runs_at_once_keep_the_store_sound_and_production_on_the_best(settings_of, start, gates, runs, store):
+    settings = settings_of(store)
     values = [30.0, 10.0, 40.0, 20.0][:runs]
     workers = [start(f"w{i}", mse) for i, mse in enumerate(values)]
     wait_files(*(gates / f"w{i}.imported" for i in range(runs)))
@@ -127,14 +131,14 @@ def test_runs_at_once_keep_the_store_sound_and_production_on_the_best(settings_o
     assert winner.tags["worker"] == f"w{values.index(best)}"
     versions = complete_versions(client)
     assert all(tags["registration"] == "complete" for tags in versions.values())
-    assert len(versions) == existing + sum(r["version"] is not None for r in results)
+    assert len(versions) == (store == "in-production") + sum(r["version"] is not None for r in results)
     for result in results:  # whoever did not end in production says why
         assert result["production_version"] is not None and result["reason"]
 
 
 @pytest.mark.parametrize("order", ["better-first", "worse-first"])
 def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, start, gates, order):
-    settings = settings_of(existing=False)
+    settings = settings_of("empty")
     better = start("better", 2901.0, "--hold-claim")
     worse = start("worse", 3976.0, "--hold-claim")
     wait_files(gates / "better.imported", gates / "worse.imported")
@@ -165,7 +169,7 @@ def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, st
 
 
 def test_a_paused_registration_survives_another_runs_cleanup_and_a_killed_one_does_not(settings_of, start, gates):
-    settings = settings_of(existing=True)
+    settings = settings_of("in-production")
     paused = start("paused", 5.0, "--stop-after-create")
     killed = start("killed", 1.0, "--kill-after-create")
     wait_files(gates / "paused.imported", gates / "killed.imported")

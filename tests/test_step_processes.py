@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import copy_project
 
+pytestmark = pytest.mark.slow  # real processes and servers
+
 RUNNER = "ml_service.pipelines.run_train_pipeline"
 
 

@@ -68,7 +68,9 @@ class Settings:
         "MLflow tracking and registry URI. Empty: sqlite:///<project>/<LOCAL_DIR>/mlflow.db. "
         "An Azure ML workspace's azureml:// URI works through the same code.",
     )
-    production_alias: str = _var("PRODUCTION_ALIAS", "production", "Registry alias marking the served version.")
+    production_alias: str = _var(
+        "PRODUCTION_ALIAS", "production", "Name of the version tag marking the served version (not an MLflow alias)."
+    )
     run_evaluation: bool = _var(
         "RUN_EVALUATION", True, "Compare with the production model before promoting.", parse_bool
     )
