@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gates", type=Path, required=True)
     parser.add_argument("--name", default="m")
     parser.add_argument("--hold-claim", action="store_true")
+    parser.add_argument("--base", help="register a model set built on this production version ('' for none)")
     parser.add_argument("--stop-after-create", action="store_true")
     parser.add_argument("--kill-after-create", action="store_true")
     args = parser.parse_args(argv)
@@ -95,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         lineage={"git_tree": "unknown"},
         data_hash="h",
         folder=folder,
-        metric="mse",
-        direction="minimize",
+        **({"metric": "mse", "direction": "minimize"} if args.base is None else {"base_version": args.base}),
     )
     print(json.dumps(dataclasses.asdict(result)), flush=True)
     return 0
@@ -122,6 +122,13 @@ def _run_child(command: dict) -> None:
 
 
 def serve() -> int:
+    # what a worker's first store connection would import: done once here, so each fork starts with it loaded
+    import alembic.command  # noqa: F401
+    import mlflow.store.artifact.local_artifact_repo  # noqa: F401
+    import mlflow.store.db.utils  # noqa: F401
+    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
     outputs: dict[int, str] = {}
     lock = threading.Lock()
 

@@ -168,6 +168,35 @@ def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, st
         assert results["worse"]["promoted"] is True  # production for a moment, then rightly replaced
 
 
+@pytest.mark.parametrize("release", ["together", "one-after-the-other"])
+def test_two_model_sets_built_on_the_same_production_never_both_win(settings_of, start, gates, release):
+    """Each set lacks the other's partitions, so at most one may take production, and each run's report must
+    match the end state (the second set's version may be the lower one: it still must not displace the first)."""
+    settings = settings_of("empty")
+    sets = {tag: start(tag, 1.0, "--hold-claim", "--base", "") for tag in ("s1", "s2")}
+    wait_files(gates / "s1.imported", gates / "s2.imported")
+    (gates / "go").touch()
+    wait_files(gates / "s1.ready", gates / "s2.ready")
+    if release == "together":
+        (gates / "s1.claim").touch()
+        (gates / "s2.claim").touch()
+        results = {tag: worker.finish() for tag, worker in sets.items()}
+    else:
+        created = {tag: int((gates / f"{tag}.created").read_text()) for tag in sets}
+        first, second = sorted(sets, key=created.get, reverse=True)  # the higher version claims first
+        (gates / f"{first}.claim").touch()
+        results = {first: sets[first].finish()}
+        (gates / f"{second}.claim").touch()
+        results[second] = sets[second].finish()
+        assert results[first]["promoted"] and not results[second]["promoted"]
+        assert results[second]["reason"].startswith(f"lost the promotion race: version {results[first]['version']}")
+    current = production_model(connect(settings), "m", "production")
+    winners = [r["version"] for r in results.values() if r["promoted"]]
+    assert len(winners) <= 1 and (current.version if current else None) == (winners[0] if winners else None)
+    for result in results.values():
+        assert result["promoted"] or "rerun to build on the current production" in result["reason"]
+
+
 def test_a_paused_registration_survives_another_runs_cleanup_and_a_killed_one_does_not(settings_of, start, gates):
     settings = settings_of("in-production")
     paused = start("paused", 5.0, "--stop-after-create")

@@ -56,6 +56,7 @@ LOST = "lost"  # the value of a withdrawn claim: "<label>=lost", with the reason
 # A pending version whose owner cannot be checked (another host) is stale after this long without a heartbeat.
 STALE_AFTER_S = 600.0
 HEARTBEAT_EVERY_S = 30.0
+SETTLE_S = 1.0  # a model-set claim waits this long for a concurrent one before checking who won
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND")
 
 
@@ -375,6 +376,9 @@ def promote(
     if metric is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     rule = (metric, direction) if metric is not None and base_version is None else None
+    if metric and direction:  # what readers compare claims by: written before the read, not between it and the claim
+        client.set_model_version_tag(name, version, f"{label}.metric", metric)
+        client.set_model_version_tag(name, version, f"{label}.direction", direction)
     versions = model_versions(client, name)
     mine = next((v for v in versions if str(v.version) == version), None)
     if mine is None or not _is_complete(mine):
@@ -387,27 +391,53 @@ def promote(
         client.set_model_version_tag(name, version, f"{label}.reason", reason)
         return Registration(name, version, False, reason, str(current.version) if current else None)
     epoch = _next_epoch(versions, current, label, None if force else rule)
-    details = {
-        f"{label}.reason": reason,
-        f"{label}.base": str(current.version) if current is not None else "",
-        **({f"{label}.metric": metric, f"{label}.direction": direction} if metric and direction else {}),
-    }
-    for key, value in details.items():
-        client.set_model_version_tag(name, version, key, value)
     client.set_model_version_tag(name, version, label, str(epoch))  # the one write that moves production
+    client.set_model_version_tag(name, version, f"{label}.base", str(current.version) if current is not None else "")
+    client.set_model_version_tag(name, version, f"{label}.reason", reason)
+    if base_version is not None:
+        return _confirm_set_claim(client, name, version, label, epoch, base_version, reason)
     winner = resolve_production(model_versions(client, name), label)
     if winner is not None and str(winner.version) == version:
         return Registration(name, version, True, reason, version)
     # another claim won while this one was written: withdraw it (it must not resurface) and say why
     winner_version = str(winner.version) if winner is not None else None
-    if force or winner is None:
+    if winner is None or force:
         why = f"version {winner_version} was promoted at the same moment and goes first"
+    elif (_epoch(winner, label) or 0) > epoch:
+        why = f"version {winner_version} was promoted without comparison (forced, or a model set) meanwhile"
     else:
         _, why = _check(mine, winner, metric=metric, direction=direction, base_version=base_version, force=False)
     lost = f"lost the promotion race to version {winner_version}: {why}"
     client.set_model_version_tag(name, version, f"{label}.reason", lost)
     client.set_model_version_tag(name, version, label, LOST)
     return Registration(name, version, False, lost, winner_version)
+
+
+def _confirm_set_claim(
+    client: MlflowClient, name: str, version: str, label: str, epoch: int, base_version: str, reason: str
+) -> Registration:
+    """A model set's claim stands only if no other claim shares its epoch: two sets built on the same production
+    cannot both be right (each lacks the other's partitions), and which was written first is not knowable over
+    REST. So each withdraws on seeing the other (production stays on their base: safe, and both say to rerun);
+    the wait lets a concurrent claim, read before this one was written, land first."""
+    time.sleep(SETTLE_S)
+    versions = model_versions(client, name)
+    rivals = [v for v in versions if _is_complete(v) and _epoch(v, label) is not None and str(v.version) != version]
+    same = sorted(str(v.version) for v in rivals if _epoch(v, label) == epoch)
+    newer = sorted(str(v.version) for v in rivals if (_epoch(v, label) or 0) > epoch)
+    if not same and not newer:
+        return Registration(name, version, True, reason, version)
+    built_on = base_version or "(none)"
+    why = (
+        f"version {', '.join(same)} was built on version {built_on} at the same moment"
+        if same
+        else f"version {', '.join(newer)} took production meanwhile"
+    )
+    lost = f"lost the promotion race: {why}; rerun to build on the current production"
+    client.set_model_version_tag(name, version, f"{label}.reason", lost)
+    client.set_model_version_tag(name, version, label, LOST)
+    current = resolve_production(model_versions(client, name), label)
+    return Registration(name, version, False, lost, str(current.version) if current is not None else None)
 
 
 def register_version(
