@@ -16,6 +16,7 @@ import pytest
 
 from ml_service.registry.mlflow_registry import connect, ensure_experiment, production_model, register_version
 from ml_service.util.env_variables import load_settings
+from tests.azure_ml_surface import azure_ml_proxy, mlflow_server
 from tests.conftest import REPO_ROOT, seed_store
 
 pytestmark = pytest.mark.slow  # real processes and servers
@@ -136,11 +137,27 @@ def test_runs_at_once_keep_the_store_sound_and_production_on_the_best(settings_o
         assert result["production_version"] is not None and result["reason"]
 
 
+@pytest.fixture(scope="module")
+def azure_ml(tmp_path_factory, empty_mlflow_db):
+    """A real mlflow server behind the proxy answering as Azure ML's MLflow surface (tests/azure_ml_surface.py)."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), empty_mlflow_db) as url:
+        with azure_ml_proxy(url) as (proxy, calls):
+            yield proxy, calls
+
+
 @pytest.mark.parametrize("order", ["better-first", "worse-first"])
-def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, start, gates, order):
-    settings = settings_of("empty")
-    better = start("better", 2901.0, "--hold-claim")
-    worse = start("worse", 3976.0, "--hold-claim")
+@pytest.mark.parametrize("store", ["sqlite", "azure-ml-proxy"])
+def test_promotion_race_ends_on_the_better_model_in_either_order(
+    settings_of, start, gates, order, store, request, monkeypatch
+):
+    name = "m"
+    if store == "sqlite":
+        settings = settings_of("empty")
+    else:  # over REST: no lock spans the processes, only the claim-and-check protocol
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("azure_ml")[0])
+        settings, name = load_settings(), f"m-{order}"
+    better = start("better", 2901.0, "--hold-claim", "--name", name)
+    worse = start("worse", 3976.0, "--hold-claim", "--name", name)
     wait_files(gates / "better.imported", gates / "worse.imported")
     (gates / "go").touch()
     # both have checked "nothing in production" and wait at the write that moves production
@@ -153,7 +170,7 @@ def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, st
     results[second] = processes[second].finish()
 
     client = connect(settings)
-    current = production_model(client, "m", "production")
+    current = production_model(client, name, "production")
     assert current is not None and current.metrics == {"mse": 2901.0}
     assert results["better"]["promoted"] is True
     if order == "better-first":
@@ -163,17 +180,26 @@ def test_promotion_race_ends_on_the_better_model_in_either_order(settings_of, st
             f"lost the promotion race to version {current.version}: candidate mse=3976 vs production "
             f"(version {current.version}) mse=2901: not lower, keeping production"
         )
-        assert complete_versions(client)[lost["version"]]["production"] == "lost"
+        versions = {str(v.version): v.tags for v in client.search_model_versions(f"name='{name}'")}
+        assert versions[lost["version"]]["production"] == "lost"
     else:
         assert results["worse"]["promoted"] is True  # production for a moment, then rightly replaced
 
 
 @pytest.mark.parametrize("release", ["together", "one-after-the-other"])
-def test_two_model_sets_built_on_the_same_production_never_both_win(settings_of, start, gates, release):
+@pytest.mark.parametrize("store", ["sqlite", "azure-ml-proxy"])
+def test_two_model_sets_built_on_the_same_production_never_both_win(
+    settings_of, start, gates, release, store, request, monkeypatch
+):
     """Each set lacks the other's partitions, so at most one may take production, and each run's report must
     match the end state (the second set's version may be the lower one: it still must not displace the first)."""
-    settings = settings_of("empty")
-    sets = {tag: start(tag, 1.0, "--hold-claim", "--base", "") for tag in ("s1", "s2")}
+    name = "m"
+    if store == "sqlite":
+        settings = settings_of("empty")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("azure_ml")[0])
+        settings, name = load_settings(), f"set-{release}"
+    sets = {tag: start(tag, 1.0, "--hold-claim", "--base", "", "--name", name) for tag in ("s1", "s2")}
     wait_files(gates / "s1.imported", gates / "s2.imported")
     (gates / "go").touch()
     wait_files(gates / "s1.ready", gates / "s2.ready")
@@ -190,7 +216,7 @@ def test_two_model_sets_built_on_the_same_production_never_both_win(settings_of,
         results[second] = sets[second].finish()
         assert results[first]["promoted"] and not results[second]["promoted"]
         assert results[second]["reason"].startswith(f"lost the promotion race: version {results[first]['version']}")
-    current = production_model(connect(settings), "m", "production")
+    current = production_model(connect(settings), name, "production")
     winners = [r["version"] for r in results.values() if r["promoted"]]
     assert len(winners) <= 1 and (current.version if current else None) == (winners[0] if winners else None)
     for result in results.values():

@@ -392,7 +392,8 @@ def promote(
         return Registration(name, version, False, reason, str(current.version) if current else None)
     epoch = _next_epoch(versions, current, label, None if force else rule)
     client.set_model_version_tag(name, version, label, str(epoch))  # the one write that moves production
-    client.set_model_version_tag(name, version, f"{label}.base", str(current.version) if current is not None else "")
+    if current is not None:
+        client.set_model_version_tag(name, version, f"{label}.base", str(current.version))
     client.set_model_version_tag(name, version, f"{label}.reason", reason)
     if base_version is not None:
         return _confirm_set_claim(client, name, version, label, epoch, base_version, reason)
