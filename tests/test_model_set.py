@@ -9,7 +9,6 @@ import pytest
 from ml_service.registry.mlops_pyfunc_model import ModelKeyError, RegisteredModel, key_folder
 from ml_service.registry.model_set import (
     ModelSetError,
-    files_sha256,
     model_key,
     parse_model_key,
     partition_folder,
@@ -17,6 +16,7 @@ from ml_service.registry.model_set import (
     served_name,
     write_manifest,
 )
+from ml_service.util.files import folder_sha256
 
 AWKWARD = ["a/b", "c,d", "e=f", "g h", "50%", "üñï 東京", "..", "x!y", "plain-1.2_3~"]
 
@@ -59,7 +59,7 @@ def test_write_and_read_manifest(tmp_path):
     keys = [model_key({"store": v}) for v in ("a/b", "s1")]
     models = models_in(tmp_path, keys)
     for key in keys:
-        models[key]["sha256"] = files_sha256(partition_folder(tmp_path, key))
+        models[key]["sha256"] = folder_sha256(partition_folder(tmp_path, key))
     written = write_manifest(tmp_path, partition_columns=["store"], allowed={"colour": ["r"]}, **manifest_args(models))
     first = (tmp_path / "manifest.json").read_bytes()
     write_manifest(tmp_path, partition_columns=["store"], allowed={"colour": ["r"]}, **manifest_args(models))

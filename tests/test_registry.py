@@ -1,162 +1,225 @@
-"""The registry: every registered version is an MLflow model (signature with string columns, input example, the use
-case's code shipped) that `mlflow.pyfunc` loads and predicts with; and the MLflow wrapper against a real SQLite
-store in a temporary folder."""
+"""The MLflow registry wrapper against a real SQLite store in a temporary folder (one process; the races between
+processes are in test_registry_concurrency.py, Azure ML's surface in test_registry_azure_surface.py)."""
 
 from __future__ import annotations
 
 import json
-import pickle
+import subprocess
 import sys
-from pathlib import Path
+import time
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
+from ml_service.registry.model_folder import load_model_folder, save_model_folder
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 
-from ml_service.pipelines import run_train_pipeline
+from ml_service.registry import mlflow_registry as reg
 from ml_service.registry.errors import RegistryError
-from ml_service.registry.mlflow_model import data_path, signature_types
 from ml_service.registry.mlflow_registry import (
     connect,
     download_model,
     ensure_experiment,
     production_model,
     production_models,
+    promote,
     register_version,
+    resolve_production,
 )
-from ml_service.registry.model_set import parse_model_key
-from ml_service.registry.tags import metrics_from_tags, metrics_to_tags
-from ml_service.util.env_variables import load_settings
-from tests.conftest import forget_loaded_code
-from tests.fixtures.projects import toy_config, toy_frame
+from ml_service.util.files import FILE_MAP, file_map_digest, folder_sha256, verify_folder
+from ml_service.util.lineage import lineage_tags
 
-AWKWARD_STORES = ["a/b", "c,d", "e=f", "g h", "üñï 東京", "plain"]
+LINEAGE = {"git_commit": "abc123", "git_tree": "dirty", "build_id": "42", "build_uri": "https://ci/42"}
+RULE = {"metric": "mse", "direction": "minimize"}
 
 
-def train_and_download(project, tmp_path: Path, use_cases: dict, frame: pd.DataFrame, name: str) -> Path:
-    project(use_cases, {"data/toy.csv": frame})
-    assert run_train_pipeline.main(["--use-case", name, "--in-process", "--run-dir", str(tmp_path / "run")]) == 0
-    client = connect(load_settings())
-    return download_model(client, production_model(client, name, "production"), tmp_path / "download")
+class Doubler:
+    def predict(self, rows):
+        return [2 * r[0] for r in rows]
 
 
-def only_the_shipped_code(monkeypatch, tmp_path: Path) -> None:
-    """Forget the project: the fixture package can then only come from the model's own code/ folder."""
-    root = str(Path.cwd())
-    forget_loaded_code()
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (root, "", ".")])
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.mark.slow
-def test_a_model_set_is_an_mlflow_model_that_pyfunc_predicts_with(project, tmp_path, monkeypatch):
-    frame = toy_frame(stores=AWKWARD_STORES)
-    model = train_and_download(project, tmp_path, {"toy": toy_config()}, frame, "toy")
-
-    mlmodel = yaml.safe_load((model / "MLmodel").read_text())
-    inputs = json.loads(mlmodel["signature"]["inputs"])
-    assert [(c["name"], c["type"]) for c in inputs] == [("store", "string"), ("colour", "string"), ("x", "double")]
-    assert signature_types(model) == {"store": "string", "colour": "string", "x": "number"}
-    assert mlmodel["metadata"]["mlops"] == {"kind": "model_set", "model_name": "toy"}
-    assert (model / mlmodel["saved_input_example_info"]["artifact_path"]).is_file()
-    assert (model / "code" / "toyuc" / "model.py").is_file() and (model / "code" / "mlops_pyfunc_model.py").is_file()
-    assert any(line.startswith("pandas==") for line in (model / "requirements.txt").read_text().splitlines())
-
-    manifest = json.loads((data_path(model) / "manifest.json").read_text())
-    assert sorted(parse_model_key(key)["store"] for key in manifest["models"]) == sorted(AWKWARD_STORES)
-    assert manifest["allowed"] == {"colour": ["red", "green", "blue"]}
-
-    rows = frame.groupby("store").tail(3).reset_index(drop=True)
-    expected = np.empty(len(rows))
-    for key, entry in manifest["models"].items():
-        with (data_path(model) / entry["path"] / "model.pkl").open("rb") as handle:
-            one = pickle.load(handle)
-        mine = (rows["store"] == parse_model_key(key)["store"]).to_numpy()
-        expected[mine] = one.predict(rows[mine])
-
-    only_the_shipped_code(monkeypatch, tmp_path)
-    loaded = mlflow.pyfunc.load_model(str(model))
-    predicted = loaded.predict(rows[["store", "colour", "x"]])
-    assert np.asarray(predicted) == pytest.approx(expected, rel=1e-12)
-    assert np.abs(np.asarray(predicted) - rows["y"].to_numpy()).max() < 1
-
-
-@pytest.mark.slow
-def test_a_single_model_is_an_mlflow_model_too(project, tmp_path, monkeypatch):
-    frame = toy_frame(partitions=1, rows=30)
-    model = train_and_download(project, tmp_path, {"single": toy_config(partitioned=False)}, frame, "single")
-    assert signature_types(model) == {"colour": "string", "x": "number"}
-    only_the_shipped_code(monkeypatch, tmp_path)
-    predicted = np.asarray(mlflow.pyfunc.load_model(str(model)).predict(frame[["colour", "x"]].head(5)))
-    assert predicted.shape == (5,) and np.abs(predicted - frame["y"].head(5).to_numpy()).max() < 1
-    assert "store" not in frame[["colour", "x"]]  # no partition columns in a single model's input
-
-
-def test_version_tags_carry_metrics_exactly(project, tmp_path):
-    project()
-    assert run_train_pipeline.main(["--use-case", "toy", "--in-process", "--run-dir", str(tmp_path / "run")]) == 0
-    client = connect(load_settings())
-    tags = production_model(client, "toy", "production").tags
-    assert tags["use_case"] == "toy" and tags["kind"] == "model_set" and tags["models"] == "6"
-    assert set(metrics_from_tags(tags)) == {"mae", "rmse"} and len(tags["data_hash"]) == 64
-    value = 0.1 + 0.2
-    assert metrics_from_tags(metrics_to_tags({"mae": value})) == {"mae": value}  # exactly the float written
-
-
-# --- the MLflow wrapper ----------------------------------------------------------------------------------
-
-
-def logged_run(client, settings, tmp_path: Path, name: str = "m") -> str:
-    folder = tmp_path / f"artifact-{name}"
-    folder.mkdir()
-    (folder / "weights.txt").write_text(name)
-    with mlflow.start_run(experiment_id=ensure_experiment(client, "tests", settings)) as run:
+def logged_run(client, settings, tmp_path, name="m"):
+    experiment = ensure_experiment(client, "tests", settings)
+    folder = save_model_folder(Doubler(), tmp_path / f"model-{name}", {"input_columns": ["x"]})
+    with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "model")
-    return run.info.run_id
+    return run.info.run_id, folder
+
+
+def register(client, settings, tmp_path, tag, mse, name="m", **kwargs):
+    run_id, folder = logged_run(client, settings, tmp_path, tag)
+    options = {"metric": "mse", "direction": "minimize", **kwargs}
+    return register_version(
+        client,
+        name,
+        run_id,
+        "model",
+        {"k": tag},
+        "production",
+        metrics={"mse": mse},
+        lineage=LINEAGE,
+        data_hash="d" * 64,
+        folder=folder,
+        **options,
+    )
 
 
 def test_store_is_created_inside_the_local_folder(settings):
     connect(settings)
-    assert settings.tracking_uri == f"sqlite:///{(settings.local_path / 'mlflow.db').resolve()}"
-    assert (settings.local_path / "mlflow.db").is_file()
+    assert settings.tracking_uri.endswith(f"{settings.local_path.name}/mlflow.db")
+    assert (settings.local_path / "mlflow.db").parent.is_dir()
 
 
-def test_register_moves_alias_and_model_downloads(settings, tmp_path):
+def test_better_model_takes_production_and_every_version_records_its_lineage(settings, tmp_path):
     client = connect(settings)
     assert production_model(client, "m", "production") is None
-    first = register_version(
-        client, "m", logged_run(client, settings, tmp_path, "a"), "model", {"k": "v"}, "production"
-    )
-    second = register_version(client, "m", logged_run(client, settings, tmp_path, "b"), "model", {}, "production")
+    first = register(client, settings, tmp_path, "a", 10.0)
+    second = register(client, settings, tmp_path, "b", 5.0)
+    assert (first.version, first.promoted, second.version, second.promoted) == ("1", True, "2", True)
+    assert "lower is better" in second.reason and second.production_version == "2"
     current = production_model(client, "m", "production")
-    assert (str(first.version), str(second.version), current.version) == ("1", "2", "2")
-    assert client.get_model_version("m", "1").tags["k"] == "v"
+    assert current.version == "2" and current.metrics == {"mse": 5.0}
+    tags = client.get_model_version("m", "1").tags
+    assert {k: tags[k] for k in LINEAGE} == LINEAGE and tags["data_hash"] == "d" * 64 and tags["k"] == "a"
+    assert tags["registration"] == "complete" and tags["production"] == "1"
     assert [m.name for m in production_models(client, "production")] == ["m"]
-    assert (download_model(client, current, tmp_path / "download") / "weights.txt").read_text() == "b"
+    folder = download_model(client, current, tmp_path / "download")
+    model, metadata = load_model_folder(folder)
+    assert model.predict([[21]]) == [42] and metadata["input_columns"] == ["x"]
+    # the file map logged at registration pins every file, and its digest is a version tag
+    files = json.loads((folder / FILE_MAP).read_text())
+    assert files == folder_sha256(folder) and sorted(files) == ["model.joblib", "model.json"]
+    assert current.tags["files.sha256"] == file_map_digest(files) and verify_folder(folder, files) == []
+    (folder / "model.json").write_text("{}")
+    assert verify_folder(folder, files) == ["model.json: sha256 differs"]
     # artifacts live under the project's local folder, not the current directory
-    assert str(settings.artifact_root) in client.get_run(second.run_id).info.artifact_uri
+    assert str(settings.artifact_root) in client.get_run(current.run_id).info.artifact_uri
+
+
+def test_a_candidate_no_better_than_production_registers_nothing_and_says_why(settings, tmp_path):
+    client = connect(settings)
+    register(client, settings, tmp_path, "a", 5.0)
+    worse = register(client, settings, tmp_path, "b", 7.0)
+    assert (worse.version, worse.promoted, worse.production_version) == (None, False, "1")
+    assert worse.reason == "candidate mse=7 vs production (version 1) mse=5: not lower, keeping production"
+    assert len(client.search_model_versions("name='m'")) == 1
 
 
 def test_same_run_twice_is_refused(settings, tmp_path):
     client = connect(settings)
-    run_id = logged_run(client, settings, tmp_path)
-    register_version(client, "m", run_id, "model", {}, "production")
+    run_id, _ = logged_run(client, settings, tmp_path)
+    args = dict(metrics={"mse": 1.0}, lineage={}, data_hash="h", force=True)
+    register_version(client, "m", run_id, "model", {}, "production", **args)
     with pytest.raises(RegistryError, match="already registered"):
-        register_version(client, "m", run_id, "model", {}, "production")
+        register_version(client, "m", run_id, "model", {}, "production", **args)
     assert len(client.search_model_versions("name='m'")) == 1
 
 
-def test_failure_before_alias_leaves_no_half_registered_version(settings, tmp_path, monkeypatch):
+def test_failure_before_the_version_is_complete_leaves_nothing(settings, tmp_path, monkeypatch):
     client = connect(settings)
-    register_version(client, "m", logged_run(client, settings, tmp_path, "a"), "model", {}, "production")
+    register(client, settings, tmp_path, "a", 10.0)
+    real = client.set_model_version_tag
 
-    def broken_alias(*args, **kwargs):
-        raise ConnectionError("registry went away")
+    def broken(name, version, key, value):
+        if key == "registration":
+            raise ConnectionError("registry went away")
+        return real(name, version, key, value)
 
-    monkeypatch.setattr(client, "set_registered_model_alias", broken_alias)
+    monkeypatch.setattr(client, "set_model_version_tag", broken)
     with pytest.raises(ConnectionError):
-        register_version(client, "m", logged_run(client, settings, tmp_path, "b"), "model", {}, "production")
+        register(client, settings, tmp_path, "b", 1.0)
     assert [str(v.version) for v in client.search_model_versions("name='m'")] == ["1"]
     assert production_model(client, "m", "production").version == "1"
+
+
+def test_forced_promotion_and_rollback_open_a_new_epoch(settings, tmp_path):
+    client = connect(settings)
+    register(client, settings, tmp_path, "a", 5.0)
+    forced = register(client, settings, tmp_path, "b", 50.0, force=True)  # evaluation disabled
+    assert forced.promoted and production_model(client, "m", "production").version == "2"
+    # the rule applies again from the forced version on
+    assert register(client, settings, tmp_path, "c", 20.0).promoted
+    assert production_model(client, "m", "production").version == "3"
+    back = promote(client, "m", "1", "production", force=True)  # an operator's rollback
+    assert back.promoted and production_model(client, "m", "production").version == "1"
+    assert promote(client, "m", "1", "production", **RULE).reason == "already in production"
+
+
+def test_a_model_set_takes_production_only_if_it_was_built_on_the_production_of_that_moment(settings, tmp_path):
+    client = connect(settings)
+    first = register(client, settings, tmp_path, "a", 5.0, metric=None, direction=None, base_version="")
+    assert first.promoted and first.reason == "nothing in production"
+    assert register(client, settings, tmp_path, "b", 6.0, metric=None, direction=None, base_version="1").promoted
+    stale = register(client, settings, tmp_path, "c", 1.0, metric=None, direction=None, base_version="1")
+    assert (stale.version, stale.promoted) == (None, False)
+    assert stale.reason.startswith("production moved to version 2 while this one was built on version 1")
+    with pytest.raises(ValueError, match="needs metric and direction"):
+        register(client, settings, tmp_path, "d", 1.0, metric=None, direction=None)
+
+
+def version(number: int, epoch: str | None, mse: float | None, complete: bool = True, rule: bool = True):
+    tags = {"registration": "complete" if complete else "pending"}
+    if epoch is not None:
+        tags["production"] = epoch
+    if mse is not None:
+        tags["metric.mse"] = repr(mse)
+    if rule:
+        tags |= {"production.metric": "mse", "production.direction": "minimize"}
+    return ModelVersion("m", str(number), 0, status="READY", tags=[ModelVersionTag(k, v) for k, v in tags.items()])
+
+
+def resolved(*versions: ModelVersion) -> str | None:
+    found = resolve_production(list(versions), "production")
+    return str(found.version) if found is not None else None
+
+
+def test_production_is_resolved_from_claims_alone():
+    assert resolved(version(1, None, 1.0)) is None  # registered, never promoted
+    assert resolved(version(1, "1", 3.0), version(2, "1", 2.0), version(3, "1", 9.0)) == "2"  # best of the epoch
+    assert resolved(version(1, "1", 2.0), version(2, "1", 2.0)) == "1"  # a tie goes to the first registered
+    assert resolved(version(1, "1", 1.0), version(2, "2", 9.0, rule=False)) == "2"  # a newer epoch wins
+    assert resolved(version(1, "1", 9.0), version(2, "1", 1.0, complete=False)) == "1"  # never an incomplete one
+    assert resolved(version(1, "1", 9.0), version(2, "lost", 1.0)) == "1"  # a withdrawn claim counts for nothing
+    assert resolved(version(1, "2", 9.0, rule=False), version(2, "2", 1.0)) == "1"  # mixed rules: by version
+
+
+def pending_version(client, tmp_path, settings, owner: str, heartbeat: float) -> str:
+    run_id, _ = logged_run(client, settings, tmp_path, f"p{heartbeat}")
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    tags = {"registration": "pending", "registration.owner": owner, "registration.heartbeat": repr(heartbeat)}
+    try:
+        client.create_registered_model("m")
+    except Exception:
+        pass
+    return str(client.create_model_version("m", source=source, run_id=run_id, tags=tags).version)
+
+
+def test_cleanup_removes_only_pending_versions_whose_owner_is_dead_or_stale(settings, tmp_path):
+    client = connect(settings)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = reg.owner_id(int(finished.stdout))
+    old = time.time() - reg.STALE_AFTER_S - 60
+    kept = {
+        pending_version(client, tmp_path, settings, reg.owner_id(), old),  # alive here, though silent (paused)
+        pending_version(client, tmp_path, settings, "elsewhere|1|1", time.time()),  # another host, recent beat
+    }
+    removed = {
+        pending_version(client, tmp_path, settings, dead, time.time()),  # died here
+        pending_version(client, tmp_path, settings, "elsewhere|1|1", old),  # another host, silent for too long
+    }
+    assert set(reg.remove_interrupted_versions(client, "m")) == removed
+    assert {str(v.version) for v in client.search_model_versions("name='m'")} == kept
+
+
+def test_lineage_tags_say_whether_the_tree_was_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert lineage_tags("7", "u", cwd=str(tmp_path))["git_tree"] == "unknown"
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    clean = lineage_tags("7", "u", cwd=str(tmp_path))
+    assert clean["git_tree"] == "clean" and len(clean["git_commit"]) == 40 and clean["build_id"] == "7"
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert lineage_tags(cwd=str(tmp_path))["git_tree"] == "dirty"

@@ -28,11 +28,11 @@ from ml_service.registry.mlflow_registry import connect, ensure_experiment, regi
 from ml_service.registry.model_set import (
     MODEL_FILE,
     SINGLE_KEY,
-    files_sha256,
     model_key,
     partition_folder,
     write_manifest,
 )
+from ml_service.util.files import folder_sha256
 from tests.conftest import REPO_ROOT
 
 DIABETES_COLUMNS = ["AGE", "SEX", "BMI", "BP", "S1", "S2", "S3", "S4", "S5", "S6"]
@@ -101,7 +101,7 @@ def save_registered(
         folder.mkdir(parents=True)
         with (folder / MODEL_FILE).open("wb") as handle:
             pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        entries[key] = {**entry, "sha256": files_sha256(folder)}
+        entries[key] = {**entry, "sha256": folder_sha256(folder)}
     write_manifest(
         data,
         model_name=model_name,
@@ -152,12 +152,16 @@ def build_model_set(folder: Path, regions: list[str], set_name: str = "nyc_energ
 
 
 def register_folder(settings, folder: Path, name: str) -> str:
-    """Log the MLflow model folder as a run's artifact `model` and register it, moving the production alias."""
+    """Log the MLflow model folder as a run's artifact `model`, register it and put it in production."""
     client = connect(settings)
     experiment = ensure_experiment(client, "scoring-tests", settings)
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "model")
-    return str(register_version(client, name, run.info.run_id, "model", {}, "production").version)
+    registration = register_version(
+        client, name, run.info.run_id, "model", {}, "production",
+        metrics={}, lineage={}, data_hash="", folder=folder, force=True,
+    )  # fmt: skip
+    return str(registration.version)
 
 
 def register_standard_models(settings, tmp_path: Path, regions=("r0001", "r0002", "r0003")) -> None:
@@ -275,7 +279,6 @@ def write_package(root: Path, folders: dict[str, Path]) -> Path:
     relative to the model's folder), from registered versions (MLflow model folders), without a registry."""
     from ml_service.registry.mlflow_model import data_path
     from ml_service.registry.model_set import read_manifest
-    from ml_service.scoring.package import _files
 
     package = root / "package"
     entries = []
@@ -283,7 +286,9 @@ def write_package(root: Path, folders: dict[str, Path]) -> Path:
         target = package / "models" / name
         shutil.copytree(folder, target)
         kind = read_manifest(data_path(target))["kind"]
-        entries.append({"name": name, "version": "1", "kind": kind, "path": f"models/{name}", "files": _files(target)})
+        entries.append(
+            {"name": name, "version": "1", "kind": kind, "path": f"models/{name}", "files": folder_sha256(target)}
+        )
     (package / "manifest.json").write_text(json.dumps({"kind": "scoring_package", "format": 1, "models": entries}))
     return root
 

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from ml_service.pipelines import run_train_pipeline
 from ml_service.pipelines.definition import Binding, PipelineSpec, StepSpec, training_pipeline
+from ml_service.registry.mlflow_registry import production_model
 from ml_service.registry.promotion import decide, is_better
 from ml_service.util.env_variables import load_settings
 from ml_service.util.files import read_json
@@ -78,7 +79,7 @@ def test_promotion_across_runs_per_partition(project, tmp_path, capsys):
         [f"store=s0{i}" for i in range(1, 6)], "1"
     )  # the kept partitions are production's, unchanged
     assert second["models"]["store=s01"]["sha256"] == first["models"]["store=s01"]["sha256"]
-    assert str(registry().get_model_version_by_alias("toy", "production").version) == "2"
+    assert production_model(registry(), "toy", "production").version == "2"
 
     # every run's report is kept, newest first
     history = run_dir.parent / "history"

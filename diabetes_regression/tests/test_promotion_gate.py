@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from diabetes_regression.tests.conftest import CONFIG, NAME, REPO_ROOT
+from ml_service.registry.mlflow_registry import production_model
 
 MODEL = "diabetes_regression_model"
 
@@ -34,8 +35,8 @@ def set_alpha(project: Path, alpha: float) -> None:
 
 
 def production(client: MlflowClient) -> tuple[str, float]:
-    version = client.get_model_version_by_alias(MODEL, "production")
-    return str(version.version), float(version.tags["metric.mse"])
+    version = production_model(client, MODEL, "production")
+    return version.version, float(version.tags["metric.mse"])
 
 
 @pytest.mark.slow

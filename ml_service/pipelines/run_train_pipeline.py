@@ -6,9 +6,12 @@ These are the same `python -m` commands the Azure ML pipeline runs, with local p
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +29,39 @@ class StepFailed(RuntimeError):
     def __init__(self, step: str, returncode: int):
         super().__init__(f"step '{step}' failed with exit code {returncode}")
         self.step = step
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with(parent: int) -> None:
+    """In the step's process before it starts (Linux): the kernel kills it when the runner dies, even by kill -9.
+    If the runner is already gone, the step must not run on as an orphan."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def run_step_process(command: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run one step as a child that cannot outlive the runner: it dies with the runner (PR_SET_PDEATHSIG), and it
+    leads its own process group, so when the runner stops (Ctrl-C, SIGTERM, an error) it stops the step and every
+    process the step started."""
+    runner = os.getpid()
+    process = subprocess.Popen(command, cwd=cwd, env=env, process_group=0, preexec_fn=lambda: _die_with(runner))
+    try:
+        return process.wait()
+    except BaseException:
+        # SIGINT first, so a step unwinds (a registration deletes its half-made version), then SIGKILL
+        for sig, grace_s in ((signal.SIGINT, 5.0), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
 
 
 def run_pipeline(
@@ -62,7 +98,7 @@ def run_pipeline(
             returncode = importlib.import_module(step.module).main(arguments)
         else:
             command = [sys.executable, "-m", step.module, *arguments]
-            returncode = subprocess.run(command, cwd=project_root, env=env, check=False).returncode
+            returncode = run_step_process(command, project_root, env)
         if returncode != 0:
             raise StepFailed(step.name, returncode)
         print(
@@ -123,4 +159,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so the running step's process group is stopped too
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main())

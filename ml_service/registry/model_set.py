@@ -14,7 +14,6 @@ The partition-key codec (`model_key`, `parse_model_key`) lives in the loader shi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,6 @@ __all__ = [
     "MODELS_DIR",
     "SINGLE_KEY",
     "ModelSetError",
-    "files_sha256",
     "model_key",
     "parse_model_key",
     "partition_folder",
@@ -60,15 +58,6 @@ def partition_folder(folder: Path, key: str) -> Path:
         return Path(folder) / key_folder(key)
     except ModelKeyError as exc:
         raise ModelSetError(str(exc)) from None
-
-
-def files_sha256(folder: Path) -> dict[str, str]:
-    """{file name: sha256} of the files of one model's folder: recorded at registration, checked before loading."""
-    out = {}
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file():
-            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def write_manifest(

@@ -38,7 +38,7 @@ from typing import Any
 from ml_service.registry.mlflow_model import data_path
 from ml_service.registry.model_set import MODEL_FILE, read_manifest
 from ml_service.scoring.model_store import PACKAGE_DIR, PACKAGE_MANIFEST
-from ml_service.util.files import file_sha256
+from ml_service.util.files import FILE_MAP, file_map_digest, folder_sha256, verify_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_FORMAT = 1
@@ -177,12 +177,20 @@ def _copy_code(root: Path, target: Path) -> None:
                 shutil.copyfile(path, target / rel)
 
 
-def _files(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): file_sha256(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
+def _check_registered_files(model: Any, folder: Path) -> None:
+    """The downloaded files are the ones registered: the file map's digest is the version's tag, and every file
+    matches the map (a version registered without a map is packaged as it is)."""
+    from ml_service.registry.mlflow_registry import FILES_TAG
+
+    path = folder / FILE_MAP
+    if FILES_TAG not in model.tags and not path.is_file():
+        return
+    files = json.loads(path.read_text()) if path.is_file() else {}
+    problems = [] if file_map_digest(files) == model.tags.get(FILES_TAG) else [f"{FILE_MAP}: digest differs"]
+    problems += verify_folder(folder, files)
+    if problems:
+        shown = "; ".join(problems[:5])
+        raise RuntimeError(f"{model.name} version {model.version}: files differ from the registered ones: {shown}")
 
 
 SAMPLE_REQUESTS = "sample_request.json"
@@ -274,7 +282,8 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path
             else:
                 entry["metrics"] = dict(sorted(next(iter(manifest["models"].values())).get("metrics", {}).items()))
             model_files += [data_path(folder) / item["path"] / MODEL_FILE for item in manifest["models"].values()]
-            entry["files"] = _files(folder)
+            entry["files"] = folder_sha256(folder)
+            _check_registered_files(model, folder)
             entries.append(entry)
         shutil.rmtree(staging / ".download", ignore_errors=True)
         manifest = {

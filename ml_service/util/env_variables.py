@@ -125,7 +125,9 @@ class Settings:
         "MLflow tracking and registry URI. Empty: sqlite:///<project>/<LOCAL_DIR>/mlflow.db. "
         "An Azure ML workspace's azureml:// URI works through the same code.",
     )
-    production_alias: str = _var("PRODUCTION_ALIAS", "production", "Registry alias marking the served version.")
+    production_alias: str = _var(
+        "PRODUCTION_ALIAS", "production", "Name of the version tag marking the served version (not an MLflow alias)."
+    )
     run_evaluation: Bool = _var("RUN_EVALUATION", True, "Compare with the production model before promoting.")
     build_id: str = _var("BUILD_ID", "", "CI build id, recorded as a tag on registered models.")
     build_uri: str = _var("BUILD_URI", "", "CI build URI, recorded as a tag on registered models.")

@@ -1,7 +1,8 @@
-"""Did a job register a model? Compare the registry before and after: a new version or a moved production alias.
+"""Did a job register a model? Compare the registry before and after: a new version or moved production.
 
 The registry is the workspace's MLflow registry (its `mlflow_tracking_uri`), read through the same
-`ml_service.registry` code as locally.
+`ml_service.registry` code as locally, with only what Azure ML's MLflow surface offers: one search of versions
+by name gives both the latest version and production (a version tag; the workspace has no aliases).
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ class ModelState:
     production_version: str | None
 
 
-def snapshot(client, names: Iterable[str], alias: str) -> dict[str, ModelState]:
-    from ml_service.registry.mlflow_registry import production_model
+def snapshot(client, names: Iterable[str], label: str) -> dict[str, ModelState]:
+    from ml_service.registry.mlflow_registry import model_versions, resolve_production
 
     states = {}
     for name in names:
-        versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
-        current = production_model(client, name, alias)
-        states[name] = ModelState(max(versions) if versions else None, current.version if current else None)
+        versions = model_versions(client, name)
+        current = resolve_production(versions, label)
+        latest = max((int(v.version) for v in versions), default=None)
+        states[name] = ModelState(latest, str(current.version) if current is not None else None)
     return states
 
 
 def registered(before: Mapping[str, ModelState], after: Mapping[str, ModelState]) -> list[str]:
-    """Names whose latest version or production alias changed between the two snapshots."""
+    """Names whose latest version or production version changed between the two snapshots."""
     changed = []
     for name, now in after.items():
         was = before.get(name, ModelState(None, None))

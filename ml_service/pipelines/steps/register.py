@@ -20,12 +20,11 @@ from ml_service.pipelines.steps.common import root, run_step, step_parser
 from ml_service.pipelines.steps.evaluate import DECISIONS_FILE
 from ml_service.pipelines.training import MODEL_FILE, model_folder, read_result, read_training_summary
 from ml_service.registry.mlflow_model import save_mlflow_model
-from ml_service.registry.model_set import SINGLE_KEY, files_sha256, partition_folder, write_manifest
-from ml_service.registry.tags import metrics_to_tags
+from ml_service.registry.model_set import SINGLE_KEY, partition_folder, write_manifest
 from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, load_settings
-from ml_service.util.files import read_json, write_json
-from ml_service.util.lineage import git_commit
+from ml_service.util.files import folder_sha256, read_json, write_json
+from ml_service.util.lineage import lineage_tags
 
 REGISTERED_FILE = "registered.json"
 REPORT_FILE = "report.html"
@@ -87,7 +86,7 @@ def build_data_folder(
             assert production_data is not None
             source = partition_folder(production_data, key)
         _link_or_copy(source / MODEL_FILE, partition_folder(folder, key) / MODEL_FILE)
-        entry["sha256"] = files_sha256(partition_folder(folder, key))
+        entry["sha256"] = folder_sha256(partition_folder(folder, key))
     allowed = {c: list(s.allowed) for c, s in config.columns.items() if s.allowed is not None}
     extra = {
         "label": config.label,
@@ -123,25 +122,28 @@ def code_folders(use_case: LoadedUseCase, staging: Path) -> list[Path]:
     return copies
 
 
-def version_tags(manifest: dict[str, Any], promoted: int, settings: Settings, run_id: str) -> dict[str, str]:
-    """Lineage and metrics on the version itself (Azure ML's MLflow surface has version tags): for a model set,
-    the mean of each metric over its models and a hash of its models' data hashes."""
+def set_summary(manifest: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """What a version records of its models (Azure ML's MLflow surface has version tags, not version metrics):
+    a single model's metrics and data hash; for a model set, the mean of each metric over its models and a hash
+    of their data hashes."""
     entries = list(manifest["models"].values())
+    if len(entries) == 1 and manifest["kind"] == "model":
+        return dict(entries[0].get("metrics", {})), entries[0].get("data_hash", "")
     names = sorted({m for e in entries for m in e.get("metrics", {})})
     metrics = {n: sum(e["metrics"][n] for e in entries if n in e["metrics"]) / len(entries) for n in names}
     data = hashlib.sha256("".join(sorted(e.get("data_hash", "") for e in entries)).encode()).hexdigest()
+    return metrics, data
+
+
+def version_tags(manifest: dict[str, Any], promoted: int, run_id: str) -> dict[str, str]:
+    entries = list(manifest["models"].values())
     tags = {
         "use_case": manifest["use_case"],
         "kind": manifest["kind"],
         "models": str(len(entries)),
         "promoted": str(promoted),
         "run_id": run_id,
-        "data_hash": entries[0].get("data_hash", "") if len(entries) == 1 else data,
         "config_hash": entries[0].get("config_hash", "") if len(entries) == 1 else "",
-        "git_commit": git_commit(),
-        "build_id": settings.build_id,
-        "build_uri": settings.build_uri,
-        **metrics_to_tags(metrics),
     }
     return {k: v for k, v in tags.items() if v}
 
@@ -188,11 +190,42 @@ def register_use_case(
     code = code_folders(use_case, build / "code")
     save_mlflow_model(build / MODEL_ARTIFACT, build / "data", code_paths=code, requirements=requirements)
     client.log_artifacts(run_id, str(build / MODEL_ARTIFACT), MODEL_ARTIFACT)
-    tags = version_tags(manifest, len(promoted), settings, run_id)
-    version = str(register_version(client, model_name, run_id, MODEL_ARTIFACT, tags, settings.production_alias).version)
+    metrics, data_hash = set_summary(manifest)
+    if not settings.run_evaluation:
+        rule: dict[str, Any] = {"force": True}
+    elif use_case.config.is_partitioned:  # a set stands on the production it was built from
+        rule = {"base_version": decision["production_version"] or ""}
+    else:  # compare-and-set: still better than production at the moment the pointer moves
+        rule = {"metric": decision["metric"], "direction": decision["direction"]}
+    registration = register_version(
+        client,
+        model_name,
+        run_id,
+        MODEL_ARTIFACT,
+        version_tags(manifest, len(promoted), run_id),
+        settings.production_alias,
+        metrics=metrics,
+        lineage=lineage_tags(settings.build_id, settings.build_uri),
+        data_hash=data_hash,
+        folder=build / MODEL_ARTIFACT,
+        **rule,
+    )
+    outcome = {
+        "registered": registration.version is not None,
+        "promoted": registration.promoted,
+        "version": registration.version,
+        "production_version": registration.production_version,
+        "reason": registration.reason,
+        "models": len(models),
+        "model_name": model_name,
+    }
+    if not registration.promoted:
+        where = f"version {registration.version} registered but " if registration.version else ""
+        print(f"register: {model_name}: {where}not promoted: {registration.reason}")
+        return outcome
     what = f"model set of {len(models)} ({len(promoted)} promoted)" if use_case.config.is_partitioned else "model"
-    print(f"register: {model_name} version {version}: {what}, now in production ('{settings.production_alias}')")
-    return {"registered": True, "version": version, "models": len(models), "model_name": model_name}
+    print(f"register: {model_name} version {registration.version}: {what}, now in production")
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
