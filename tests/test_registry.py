@@ -9,12 +9,14 @@ import sys
 import time
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
-from ml_service.registry.model_folder import load_model_folder, save_model_folder
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 
 from ml_service.registry import mlflow_registry as reg
 from ml_service.registry.errors import RegistryError
+from ml_service.registry.mlflow_model import data_path
 from ml_service.registry.mlflow_registry import (
     connect,
     download_model,
@@ -25,6 +27,7 @@ from ml_service.registry.mlflow_registry import (
     register_version,
     resolve_production,
 )
+from ml_service.registry.mlops_pyfunc_model import RegisteredModel
 from ml_service.util.files import FILE_MAP, file_map_digest, folder_sha256, verify_folder
 from ml_service.util.lineage import lineage_tags
 
@@ -34,12 +37,14 @@ RULE = {"metric": "mse", "direction": "minimize"}
 
 class Doubler:
     def predict(self, rows):
-        return [2 * r[0] for r in rows]
+        return 2 * np.asarray(rows, dtype=float)[:, 0]
 
 
 def logged_run(client, settings, tmp_path, name="m"):
     experiment = ensure_experiment(client, "tests", settings)
-    folder = save_model_folder(Doubler(), tmp_path / f"model-{name}", {"input_columns": ["x"]})
+    from tests.test_scoring_support import save_single
+
+    folder = save_single(Doubler(), tmp_path / f"model-{name}", [[21.0]], name="m", input_types={"x": "number"})
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(folder), "model")
     return run.info.run_id, folder
@@ -83,14 +88,14 @@ def test_better_model_takes_production_and_every_version_records_its_lineage(set
     assert tags["registration"] == "complete" and tags["production"] == "1"
     assert [m.name for m in production_models(client, "production")] == ["m"]
     folder = download_model(client, current, tmp_path / "download")
-    model, metadata = load_model_folder(folder)
-    assert model.predict([[21]]) == [42] and metadata["input_columns"] == ["x"]
+    model = RegisteredModel(data_path(folder))  # the loader every registered MLflow model ships
+    assert list(model.predict(pd.DataFrame({"x": [21.0]}))) == [42.0] and model.input_columns == ["x"]
     # the file map logged at registration pins every file, and its digest is a version tag
     files = json.loads((folder / FILE_MAP).read_text())
-    assert files == folder_sha256(folder) and sorted(files) == ["model.joblib", "model.json"]
+    assert files == folder_sha256(folder) and {"MLmodel", "data/model/models/model/model.pkl"} <= set(files)
     assert current.tags["files.sha256"] == file_map_digest(files) and verify_folder(folder, files) == []
-    (folder / "model.json").write_text("{}")
-    assert verify_folder(folder, files) == ["model.json: sha256 differs"]
+    (folder / "MLmodel").write_text("{}")
+    assert verify_folder(folder, files) == ["MLmodel: sha256 differs"]
     # artifacts live under the project's local folder, not the current directory
     assert str(settings.artifact_root) in client.get_run(current.run_id).info.artifact_uri
 

@@ -6,7 +6,7 @@ runs on the local SQLite store, through the same code."""
 from __future__ import annotations
 
 import json
-import shutil
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +50,9 @@ def mlflow_format(tmp_path_factory) -> Path:
     return folder
 
 
-def mlflow_model_folder(template: Path, folder: Path, seed: int) -> Path:
-    shutil.copytree(template, folder)
-    return save_single(diabetes_model(seed), folder, DIABETES_ROWS[:1])  # what the scoring service loads
+def mlflow_model_folder(template: Path, folder: Path, seed: int, name: str) -> Path:
+    """A registered version as the register step writes it (an MLflow model, what the scoring service loads)."""
+    return save_single(diabetes_model(seed), folder, DIABETES_ROWS[:1], name=name)
 
 
 def log_run(client, settings, folder: Path) -> str:
@@ -80,7 +80,9 @@ def test_the_proxy_answers_as_azure_ml_documents(azure, tmp_path, monkeypatch):
     assert alias.value.error_code == "ENDPOINT_NOT_FOUND"
     with pytest.raises(MlflowException, match="search by tag is not supported"):
         client.search_model_versions("tags.production = '1'")
-    plain = save_single(diabetes_model(), tmp_path / "plain", DIABETES_ROWS[:1])  # no MLmodel: not MLflow format
+    plain = tmp_path / "plain"  # a pickle and no MLmodel: not MLflow format
+    plain.mkdir()
+    (plain / "model.pkl").write_bytes(pickle.dumps(diabetes_model()))
     with pytest.raises(MlflowException, match="is not an MLflow model"):
         register(client, settings, plain, "refusals", 1.0)
     assert reg.model_versions(client, "refusals") == []  # nothing half-registered
@@ -102,7 +104,7 @@ def test_registry_check_registry_and_package_work_on_both_stores(
     before = registry_check.snapshot(client, [name, set_name], LABEL)
     assert before == dict.fromkeys([name, set_name], registry_check.ModelState(None, None))
 
-    folders = [mlflow_model_folder(mlflow_format, tmp_path / f"v{i}", seed=i) for i in range(3)]
+    folders = [mlflow_model_folder(mlflow_format, tmp_path / f"v{i}", seed=i, name=name) for i in range(3)]
     first = register(client, settings, folders[0], name, 10.0)
     worse = register(client, settings, folders[1], name, 20.0)
     better = register(client, settings, folders[2], name, 5.0)
@@ -118,9 +120,7 @@ def test_registry_check_registry_and_package_work_on_both_stores(
     assert reg.remove_interrupted_versions(client, name) == [str(pending.version)]
 
     # a model set: an MLflow-format folder holding the set's manifest and models
-    set_folder = build_model_set(tmp_path / "set", ["r1", "r2"])
-    for item in mlflow_format.iterdir():
-        shutil.copy(item, set_folder / item.name)
+    set_folder = build_model_set(tmp_path / "set", ["r1", "r2"], set_name=set_name)
     model_set = register(client, settings, set_folder, set_name, None, base_version="")
     assert model_set.promoted
 
@@ -140,7 +140,7 @@ def test_registry_check_registry_and_package_work_on_both_stores(
     assert packaged[name]["version"] == better.version and packaged[set_name]["kind"] == "model_set"
     folder = tmp_path / "package" / package.PACKAGE_DIR / "models" / name
     files = json.loads((folder / FILE_MAP).read_text())
-    assert {"MLmodel", "model.joblib", "model.json"} <= set(files) and packaged[name]["files"] == files
+    assert {"MLmodel", "data/model/models/model/model.pkl"} <= set(files) and packaged[name]["files"] == files
 
     if store == "azure-ml-proxy":
         used = calls[first_call:]
@@ -150,9 +150,9 @@ def test_registry_check_registry_and_package_work_on_both_stores(
 
 def test_a_tampered_model_file_stops_the_packager(mlflow_format, tmp_path, settings):
     client = reg.connect(settings)
-    folder = mlflow_model_folder(mlflow_format, tmp_path / "v", seed=1)
+    folder = mlflow_model_folder(mlflow_format, tmp_path / "v", seed=1, name="tampered")
     registration = register(client, settings, folder, "tampered", 1.0)
     stored = Path(client.get_model_version("tampered", registration.version).source.removeprefix("file://"))
-    (stored / "model.json").write_text("{}")
-    with pytest.raises(RuntimeError, match=r"tampered version 1: files differ from the registered ones: model.json"):
+    (stored / "MLmodel").write_text("{}")
+    with pytest.raises(RuntimeError, match=r"tampered version 1: files differ from the registered ones: MLmodel"):
         package.build(settings, tmp_path / "package")

@@ -46,7 +46,7 @@ def test_promotion_across_runs_per_partition(project, tmp_path, capsys):
     assert code == 0, err
     for step in ("[1/4] prepare", "[2/4] train", "[3/4] evaluate", "[4/4] register"):
         assert step in out
-    assert "register: toy version 1: model set of 6 (6 promoted), now in production ('production')" in out
+    assert "register: toy version 1: model set of 6 (6 promoted), now in production" in out
     first = production_manifest(tmp_path, "toy")
     assert {e["version"] for e in first["models"].values()} == {"1"}
 

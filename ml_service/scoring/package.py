@@ -273,6 +273,7 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path
                 "run_id": model.run_id,
                 "path": f"models/{model.name}",
             }
+            _check_registered_files(model, folder)  # before any of its files is read
             if client is None:
                 entry["lineage"] = dict(sorted(model.tags.items()))
             manifest = read_manifest(data_path(folder))
@@ -283,7 +284,6 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path
                 entry["metrics"] = dict(sorted(next(iter(manifest["models"].values())).get("metrics", {}).items()))
             model_files += [data_path(folder) / item["path"] / MODEL_FILE for item in manifest["models"].values()]
             entry["files"] = folder_sha256(folder)
-            _check_registered_files(model, folder)
             entries.append(entry)
         shutil.rmtree(staging / ".download", ignore_errors=True)
         manifest = {
