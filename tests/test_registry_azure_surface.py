@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,39 @@ def test_a_tampered_model_file_stops_the_packager(mlflow_format, tmp_path, setti
     (stored / "MLmodel").write_text("{}")
     with pytest.raises(RuntimeError, match=r"tampered version 1: files differ from the registered ones: MLmodel"):
         package.build(settings, tmp_path / "package")
+
+
+def test_the_training_pipeline_and_packaging_work_through_azure_mls_surface(azure, project, tmp_path, monkeypatch):
+    """prepare → train → evaluate → register (a partitioned fixture use case, so a model set) and then the
+    packager, with the tracking URI pointing at the proxy that answers as Azure ML documents: every call they make
+    is one Azure ML's MLflow surface supports (no alias, no logged model, no search by tag, MLflow-format versions
+    only), and a second run of better data moves production compare-and-set."""
+    from ml_service.pipelines import run_train_pipeline
+    from tests.conftest import forget_loaded_code
+    from tests.fixtures.projects import toy_config, toy_frame
+
+    proxy, calls = azure
+    root = project({"toy": toy_config()}, {"data/toy.csv": toy_frame()})
+    shutil.copy(Path(__file__).resolve().parents[1] / "requirements.lock", root / "requirements.lock")  # pins
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy)
+    first_call = len(calls)
+    run = ["--use-case", "toy", "--in-process", "--run-dir", str(tmp_path / "run")]
+    assert run_train_pipeline.main(run) == 0
+    forget_loaded_code()
+    settings = load_settings()
+    client = reg.connect(settings)
+    production = reg.production_model(client, "toy", LABEL)
+    assert production is not None and production.version == "1" and production.tags["kind"] == "model_set"
+    assert production.tags["registration"] == "complete" and "files.sha256" in production.tags
+
+    # the same data again: nothing is better, nothing registered, production unchanged
+    assert run_train_pipeline.main(run) == 0
+    forget_loaded_code()
+    assert reg.production_model(client, "toy", LABEL).version == "1"
+
+    manifest = package.build(settings, tmp_path / "package", root)
+    (entry,) = [m for m in manifest["models"] if m["name"] == "toy"]
+    assert entry["kind"] == "model_set" and entry["partitions"] == 6 and "MLmodel" in entry["files"]
+    used = calls[first_call:]
+    assert used and not [c for c in used if "alias" in c or "logged-models" in c], used
+    assert not [c for c in used if "search" in c and "tags." in c], used
