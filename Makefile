@@ -42,7 +42,7 @@ lock:
 # The whole local flow: train every declared use case, package the production models, serve them on 127.0.0.1,
 # smoke-test the service and stop it.
 run: train package smoke
-	@echo "make run: done. Next: 'make serve' to call the models on 127.0.0.1:$${SCORING_PORT:-5001}, 'make ui' for the registry."
+	@echo "make run: done; the run's report: $${LOCAL_DIR:-local}/runs/all/current/register/output/report.html (every run: $${LOCAL_DIR:-local}/runs/all/history/index.html)"
 
 # Every use case declared in pyproject.toml ([tool.mlops.use-cases]), or USE_CASE=name[,name] (a group too).
 # The steps share one process: with thousands of small models, starting Python and importing scikit-learn and

@@ -109,3 +109,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_settings: 
 
     yield make
     forget_loaded_code()
+
+
+def yaml_mappings(node):
+    """Every mapping in a loaded YAML document, recursively (steps, jobs, template uses)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from yaml_mappings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from yaml_mappings(item)

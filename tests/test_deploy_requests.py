@@ -20,6 +20,7 @@ from azure.core.pipeline.transport import HttpTransport
 
 from ml_service.scoring.deploy import aci, common, online_endpoint, webapp
 from tests.conftest import run_module
+from tests.conftest import yaml_mappings as _mappings
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000001", "rg", "ws"
 REGISTRY_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/MyAcr"
@@ -356,16 +357,6 @@ def test_web_app_smoke_tests_wait_as_long_as_app_service_may_take_to_start():
     assert checked == 2
     template = (REPO_ROOT / ".pipelines/templates/smoke-test-template.yml").read_text()
     assert template.count('--timeout "${{ parameters.timeoutSeconds }}"') == 2
-
-
-def _mappings(node):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _mappings(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _mappings(item)
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import yaml_mappings as _mappings
 
 CHECKOV = Path(sys.executable).parent / "checkov"
 PIPELINE_DIRS = (REPO / ".pipelines", REPO / "environment_setup")
@@ -310,13 +311,3 @@ def test_terraform_is_installed_at_a_pinned_version_before_each_use():
                 i for i, s in enumerate(steps) if "terraform init" in str(s.get("inputs", {}).get("inlineScript", ""))
             ]
             assert templates and uses and templates[0] < uses[0]
-
-
-def _mappings(node):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _mappings(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _mappings(item)

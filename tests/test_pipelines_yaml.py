@@ -25,6 +25,7 @@ import yaml
 from ml_service.config import declared_groups, declared_use_cases
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import run_module
+from tests.conftest import yaml_mappings as _mappings
 
 BIN = Path(sys.executable).parent
 
@@ -83,17 +84,6 @@ def _walk(node, key=None):
     elif isinstance(node, list):
         for item in node:
             yield from _walk(item, key)
-
-
-def _mappings(node):
-    """Yield every mapping in the document, recursively."""
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _mappings(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _mappings(item)
 
 
 def _strings(node):

@@ -20,6 +20,18 @@ PLOTS_SHOWN = 4
 SLOWEST_SHOWN = 10
 
 
+def _frame(width: int, height: int, title: str, left: float, top: float, plot_w: float, base: float) -> str:
+    """The opening of a chart: the SVG element, its title and its two axes."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}">'
+        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-family="sans-serif" font-size="13">'
+        f"{html.escape(title)}</text>"
+        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
+    )
+
+
 def _histogram(values: list[float], title: str, width: int = 540, height: int = 260) -> str:
     """The distribution as an inline SVG bar chart: one chart does not need a plotting library, and importing
     matplotlib would cost the register step about a second."""
@@ -41,12 +53,7 @@ def _histogram(values: list[float], title: str, width: int = 540, height: int = 
     base = top + plot_h
     text = 'font-family="sans-serif" font-size="11"'
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(title)}">'
-        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-family="sans-serif" font-size="13">'
-        f"{html.escape(title)}</text>"
-        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
+        f"{_frame(width, height, title, left, top, plot_w, base)}"
         f"{''.join(bars)}"
         f"{_ticks(edges[0], edges[-1], left, plot_w, base, text)}"
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {text}>{tallest}</text>'
@@ -103,12 +110,7 @@ def _series_chart(record: dict[str, list], title: str, width: int = 540, height:
     last = record.get("time", [f"row {len(actual)}"])[-1]
     base = top + plot_h
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(title)}">'
-        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-family="sans-serif" font-size="13">'
-        f"{html.escape(title)}</text>"
-        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
+        f"{_frame(width, height, title, left, top, plot_w, base)}"
         f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{points(actual)}">'
         "<title>actual</title></polyline>"
         f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{points(predicted)}">'

@@ -101,8 +101,12 @@ def save_mlflow_model(
 ) -> Path:
     """Write the MLflow model at `destination` from a finished data folder (manifest + models), which is moved
     into it (so it must be on the same file system; it is consumed)."""
+    import logging
+
     import mlflow.pyfunc
 
+    # MLflow logs "Validating input example against model signature" at INFO for every model saved
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     manifest = read_manifest(data_folder)
     destination = Path(destination)
     if destination.exists():
