@@ -81,7 +81,7 @@ SCORE_BODY_SCHEMA = {
     "type": "object",
     "required": ["model_name", "data"],
     "properties": {
-        "model_name": {"type": "string", "example": "sales/store=s01"},
+        "model_name": {"type": "string", "example": "example_model/store=s01"},
         "data": {
             "type": "array",
             "items": {"type": "array", "items": {}},
@@ -103,7 +103,7 @@ SCORE_ANSWER_SCHEMA = {
     "type": "object",
     "required": ["model_name", "model_version", "predictions"],
     "properties": {
-        "model_name": {"type": "string", "example": "sales/store=s01"},
+        "model_name": {"type": "string", "example": "example_model/store=s01"},
         "model_version": {"type": "string", "example": "3"},
         "predictions": {
             "type": "array",
@@ -353,7 +353,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.get("/score", summary="Score rows given in the query string", responses=SCORE_RESPONSES)
     async def score_get(
         request: Request,
-        model_name: str = Query(..., description="e.g. churn, or sales/store=s01 for a partition model"),
+        model_name: str = Query(..., description="a registered model name, or <model>/<column>=<value> for a partition model"),
         data: str = Query(..., description='JSON rows, e.g. [["2017-8-12 7:00",0,70]]'),
     ) -> Response:
         check_key(request)
@@ -400,7 +400,7 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.get("/models", summary="Servable models (paginated; filter by name prefix)")
     async def list_models(
         request: Request,
-        prefix: str = Query("", description="only names starting with this, e.g. sales/"),
+        prefix: str = Query("", description="only names starting with this, e.g. <model>/ for one model set"),
         offset: int = Query(0, ge=0),
         limit: int = Query(1000, ge=1, le=10000),
     ) -> Response:
