@@ -353,7 +353,9 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     @app.get("/score", summary="Score rows given in the query string", responses=SCORE_RESPONSES)
     async def score_get(
         request: Request,
-        model_name: str = Query(..., description="a registered model name, or <model>/<column>=<value> for a partition model"),
+        model_name: str = Query(
+            ..., description="a registered model name, or <model>/<column>=<value> for a partition model"
+        ),
         data: str = Query(..., description='JSON rows, e.g. [["2017-8-12 7:00",0,70]]'),
     ) -> Response:
         check_key(request)
