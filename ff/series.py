@@ -42,11 +42,28 @@ def series_frequency(times: pd.Series, declared: str) -> str:
     return pd.tseries.frequencies.to_offset(step).freqstr
 
 
+def _already_regular(frame: pd.DataFrame, time_column: str, numeric: list[str], frequency: str) -> bool:
+    """Sorted, one row per step of a fixed `frequency`, on its grid, nothing missing: nothing to do. Checked on
+    the raw int64 time stamps (tens of microseconds; the pandas route costs ~10 ms a partition, which 10,000
+    partitions pay 10,000 times)."""
+    step = pd.tseries.frequencies.to_offset(frequency)
+    if not _fixed(step) or len(frame) < 2:
+        return False
+    delta = pd.Timedelta(step).value
+    stamps = frame[time_column].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    if not (np.diff(stamps) == delta).all() or (stamps[0] % delta and delta <= pd.Timedelta(days=1).value):
+        return False
+    return not frame[numeric].isna().to_numpy().any()
+
+
 def regularise(frame: pd.DataFrame, time_column: str, label: str, frequency: str) -> pd.DataFrame:
     """One series, sorted, as a regular frame at `frequency`: duplicates averaged, gaps interpolated in time,
     unlabelled ends dropped; non-numeric columns (partition values) are constant within a series and kept."""
-    frame = frame.sort_values(time_column, kind="stable")
+    if not frame[time_column].is_monotonic_increasing:
+        frame = frame.sort_values(time_column, kind="stable")
     numeric = [c for c in frame.columns if c != time_column and pd.api.types.is_numeric_dtype(frame[c])]
+    if _already_regular(frame, time_column, numeric, frequency):
+        return frame.reset_index(drop=True)
     others = [c for c in frame.columns if c not in numeric and c != time_column]
     times = frame[time_column]
     step = pd.tseries.frequencies.to_offset(frequency)

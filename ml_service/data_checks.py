@@ -162,26 +162,26 @@ def check_frequency(part: pd.DataFrame, config: UseCaseConfig, where: str) -> st
     stamps = part[config.time.column]
     if not stamps.is_monotonic_increasing:
         raise DataValidationError(where, [f"column {config.time.column!r}: time stamps are not sorted"])
-    detected = detect_frequency(stamps)
     declared = config.time.frequency
     if declared:
         expected = pd.tseries.frequencies.to_offset(declared)
-        steps = stamps.diff().dropna()
-        off = (
-            steps != pd.Timedelta(expected)
-            if _fixed(expected)
-            else ~stamps.iloc[1:].reset_index(drop=True).eq((stamps.iloc[:-1] + expected).reset_index(drop=True))
-        )
+        if _fixed(expected):  # on the int64 stamps: 10,000 partitions are checked one by one
+            ints = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64)
+            off = np.diff(ints) != pd.Timedelta(expected).value
+        else:  # calendar frequencies (month starts...) have no fixed length
+            off = ~stamps.iloc[1:].reset_index(drop=True).eq((stamps.iloc[:-1] + expected).reset_index(drop=True))
         if bool(np.asarray(off).any()):
             n = int(np.asarray(off).sum())
             raise DataValidationError(
                 where,
                 [
                     f"column {config.time.column!r}: {n} step(s) are not the declared frequency {declared!r} "
-                    f"(detected: {detected or 'irregular'}); regularise the series in the use case's prepare()"
+                    f"(detected: {detect_frequency(stamps) or 'irregular'}); regularise the series in the use case's "
+                    "prepare()"
                 ],
             )
         return declared
+    detected = detect_frequency(stamps)
     if not detected:
         raise DataValidationError(
             where,
