@@ -1,5 +1,6 @@
 """Deploy the packaged scoring image to Azure Container Instances (QA): build it in the workspace's registry
-with an ACR Tasks run, then create or update a container group running it on port 5001.
+with an ACR Tasks run (or, with `--image-file`, the image ml_service.scoring.deploy.image built once, by digest),
+then create or update a container group running it on port 5001.
 
 ACI cannot bind to 127.0.0.1 only: the group gets a public IP with a DNS label
 (`<name>-<suffix>.<region>.azurecontainer.io`), PLAIN HTTP: the bearer key and every request and prediction

@@ -2,7 +2,8 @@
 
 Managed online endpoint by default (QA); with `--kubernetes --compute NAME` a Kubernetes online endpoint on
 a cluster attached to the workspace (production). Steps: build the image in the workspace's registry (ACR
-Tasks), create the endpoint if missing, create the deployment of the colour *not* taking traffic, run the
+Tasks; with `--image-file` the image ml_service.scoring.deploy.image built once, by digest, and no build),
+create the endpoint if missing, create the deployment of the colour *not* taking traffic, run the
 smoke-test hook against that deployment only, then move 100% of the traffic to it. The previous colour is
 kept (0%) for a quick roll-back and replaced by the next deployment.
 

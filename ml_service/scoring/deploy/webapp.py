@@ -1,6 +1,7 @@
 """Deploy the packaged scoring image to Azure App Service (Web App for Containers).
 
-Builds the image in the workspace's registry (ACR Tasks), creates or updates a Linux App Service plan
+Builds the image in the workspace's registry (ACR Tasks; with `--image-file` deploys the image
+ml_service.scoring.deploy.image built once, by digest), creates or updates a Linux App Service plan
 (`<name>-plan`) and the web app running the image with its system-assigned identity (granted AcrPull on the
 registry), app settings (port 5001, SCORING_API_KEY, Application Insights) and the health check on /health.
 App Service terminates HTTPS on the public `https://<name>.azurewebsites.net`.
