@@ -459,7 +459,7 @@ def test_deployments_pass_what_their_target_needs():
 DEPLOYERS = ("aci", "online_endpoint", "webapp")
 
 
-def _option(command: str, name: str) -> str | None:
+def _command_option(command: str, name: str) -> str | None:
     words = shlex.split(command)
     return words[words.index(name) + 1] if name in words else None
 
@@ -489,31 +489,34 @@ def test_qa_and_production_deploy_the_one_image_built_once():
     builds = {stage: [c for c in cs if "ml_service.scoring.deploy.image" in c] for stage, cs in ci.items()}
     assert [stage for stage, b in builds.items() if b] == ["Deploy_QA"] and len(builds["Deploy_QA"]) == 1
     (build,) = builds["Deploy_QA"]
-    assert _option(build, "--image-file") == _option(build, "--package") + "/image.json"
+    assert _command_option(build, "--image-file") == _command_option(build, "--package") + "/image.json"
     deployed = {}
     for stage, commands in ci.items():
         for command in commands:
             if any(f"ml_service.scoring.deploy.{d}" in command for d in DEPLOYERS):
-                deployed[stage] = (_option(command, "--package"), _option(command, "--image-file"))
-    assert deployed["Deploy_QA"] == (_option(build, "--package"), _option(build, "--image-file"))
+                deployed[stage] = (_command_option(command, "--package"), _command_option(command, "--image-file"))
+    assert deployed["Deploy_QA"] == (_command_option(build, "--package"), _command_option(build, "--image-file"))
     # Production and the Web App: the artifact `package` QA published (package-template), downloaded.
     publish = _load(REPO / ".pipelines/templates/package-template.yml")["steps"][-1]
-    assert publish["inputs"]["targetPath"] == _option(build, "--package")
+    assert publish["inputs"]["targetPath"] == _command_option(build, "--package")
     for stage in ("Deploy_Production", "Deploy_WebApp"):
         assert deployed[stage] == ("$(Pipeline.Workspace)/package", "$(Pipeline.Workspace)/package/image.json")
     text = (REPO / ".pipelines/diabetes_regression-ci.yml").read_text()
     assert text.count("artifact: package\n                  displayName: Download the package tested in QA") == 2
     # ff: ff-deploy-webapp deploys the image of the ff-deploy-aci run's artifact; it builds none.
     (aci,) = [c for c in _stage_commands(REPO / ".pipelines/ff-deploy-aci.yml")["Deploy_QA"] if "deploy.aci" in c]
-    assert _option(aci, "--image-file") == "$(Build.ArtifactStagingDirectory)/package/image.json"
+    assert _command_option(aci, "--image-file") == "$(Build.ArtifactStagingDirectory)/package/image.json"
     (web,) = _stage_commands(REPO / ".pipelines/ff-deploy-webapp.yml")["Deploy_WebApp"]
-    assert _option(web, "--image-file") == "$(Pipeline.Workspace)/ffDeployAci/package/image.json"
+    assert _command_option(web, "--image-file") == "$(Pipeline.Workspace)/ffDeployAci/package/image.json"
     # Every deployment anywhere deploys a recorded image of the package it is given.
     for path in YAML_FILES:
         for commands in _stage_commands(path).values() if path.parent.name == ".pipelines" else ():
             for command in commands:
                 if any(f"ml_service.scoring.deploy.{d} " in command + " " for d in DEPLOYERS):
-                    assert _option(command, "--image-file") == _option(command, "--package") + "/image.json", command
+                    assert (
+                        _command_option(command, "--image-file")
+                        == _command_option(command, "--package") + "/image.json"
+                    ), command
 
 
 def test_github_deployments_deploy_the_image_built_once():
@@ -526,10 +529,10 @@ def test_github_deployments_deploy_the_image_built_once():
     assert build["if"] == "inputs.package-from != 'artifact'"
     publish = names.index("Publish the scoring package")
     assert names.index(build["name"]) < publish and steps[publish]["with"]["path"] == "${{ runner.temp }}/package/"
-    assert _option(build["with"]["command"], "--image-file") == "${RUNNER_TEMP}/package/image.json"
+    assert _command_option(build["with"]["command"], "--image-file") == "${RUNNER_TEMP}/package/image.json"
     deploys = [s for s in steps if any(f"ml_service.scoring.deploy.{d}" in str(s.get("with", {})) for d in DEPLOYERS)]
     assert len(deploys) == 4
     for step in deploys:
         command = step["with"]["command"]
-        assert _option(command, "--image-file") == "${RUNNER_TEMP}/package/image.json", step["name"]
+        assert _command_option(command, "--image-file") == "${RUNNER_TEMP}/package/image.json", step["name"]
         assert names.index(step["name"]) > publish
