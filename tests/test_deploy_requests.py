@@ -18,12 +18,13 @@ import yaml
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import HttpTransport
 
-from ml_service.scoring.deploy import aci, common, online_endpoint, webapp
+from ml_service.scoring.deploy import aci, common, image, online_endpoint, webapp
 from tests.conftest import run_module
 from tests.conftest import yaml_mappings as _mappings
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000001", "rg", "ws"
 REGISTRY_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/MyAcr"
+DIGEST = "sha256:" + "ab12" * 16
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pull"
 
 
@@ -97,7 +98,14 @@ def workspace_env(monkeypatch):
     monkeypatch.setenv("SCORING_API_KEY", "s3cret")
 
 
-def build_routes():
+def finished_run(tag: str = "", digest: str = DIGEST) -> dict:
+    """A succeeded ACR run as Runs - Get answers it: the pushed image with its content digest (outputImages)."""
+    pushed = {"registry": "myacr.azurecr.io", "repository": common.IMAGE_REPOSITORY, "tag": tag, "digest": digest}
+    return {"properties": {"runId": "ca1", "status": "Succeeded", "outputImages": [pushed] if tag else []}}
+
+
+def build_routes(package: Path | None = None):
+    tag = common.read_package(package).tag if package is not None else ""
     return {
         ("GET", r"/workspaces/ws\?"): (
             200,
@@ -109,7 +117,7 @@ def build_routes():
         ),
         ("PUT", r"^https://blob\.example/"): (201, {}),
         ("POST", r"/scheduleRun\?"): (200, {"name": "ca1", "properties": {"runId": "ca1", "status": "Queued"}}),
-        ("GET", r"/runs/ca1\?"): (200, {"properties": {"runId": "ca1", "status": "Succeeded"}}),
+        ("GET", r"/runs/ca1\?"): (200, finished_run(tag)),
     }
 
 
@@ -205,7 +213,7 @@ def test_site_and_plan_models():
 
 
 def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
-    routes = build_routes()
+    routes = build_routes(package)
     routes[("PUT", r"/containerGroups/qa\?")] = (
         200,
         {
@@ -228,7 +236,7 @@ def test_aci_deploy_network_edge_replaced(package, workspace_env, tmp_path):
     assert build["imageNames"] == [f"mlops/scoring:{tag}"] and build["sourceLocation"] == "source/src.tar.gz"
     (group,) = transport.bodies("PUT", r"/containerGroups/qa\?")
     container = group["properties"]["containers"][0]["properties"]
-    assert container["image"] == f"myacr.azurecr.io/mlops/scoring:{tag}"
+    assert container["image"] == f"myacr.azurecr.io/mlops/scoring@{DIGEST}"  # by digest, never by tag
     assert {"name": "SCORING_API_KEY", "secureValue": "s3cret"} in container["environmentVariables"]
     assert group["location"] == "westeurope"
     # Pulled with the user-assigned identity (the registry's admin user is off): in the group's identity and
@@ -269,7 +277,7 @@ def test_aci_refuses_plain_http_unless_told_before_any_request_network_edge_repl
 
 def test_an_accepted_schedule_run_is_followed_to_its_run_network_edge_replaced(package, workspace_env):
     """ACR may answer scheduleRun with 202 Accepted and no body: the build follows the Location header."""
-    routes = build_routes()
+    routes = build_routes(package)
     location = "https://management.azure.com/operations/op1?api-version=2019-06-01-preview"
     routes[("POST", r"/scheduleRun\?")] = (202, None, {"Location": location})
     answers = iter([(202, None), (200, {"name": "ca1", "properties": {"runId": "ca1", "status": "Running"}})])
@@ -282,9 +290,68 @@ def test_an_accepted_schedule_run_is_followed_to_its_run_network_edge_replaced(p
     upload = PipelineClient(base_url="https://upload", transport=transport)
     resources = common.WorkspaceResources("westeurope", REGISTRY_ID)
     image = common.build_image(client, upload, resources, common.read_package(package), sleep=lambda _s: None)
-    assert image.endswith(common.read_package(package).tag)
+    assert image == f"myacr.azurecr.io/mlops/scoring@{DIGEST}"
     gets = [u for m, u, _, _ in transport.requests if m == "GET"]
     assert sum("/operations/op1" in u for u in gets) == 2 and any("/runs/ca1" in u for u in gets)
+
+
+def test_built_once_then_deployed_by_digest_without_rebuilding_network_edge_replaced(package, workspace_env, tmp_path):
+    """`deploy.image` builds the package's image and records its digest; a deployer given that image file sends no
+    build request and deploys `<registry>/<repository>@sha256:...` (QA and production deploy the same bytes)."""
+    image_file = package / common.IMAGE_FILE
+    builder = RecordingTransport(build_routes(package))
+    argv = ["--package", str(package), "--image-file", str(image_file)]
+    assert image.main(argv, credential=FakeCredential(), transport=builder) == 0
+    recorded = json.loads(image_file.read_text())
+    assert recorded["image"] == f"myacr.azurecr.io/mlops/scoring@{DIGEST}" and recorded["registry_id"] == REGISTRY_ID
+    assert len(builder.bodies("POST", r"/scheduleRun\?")) == 1
+    # The image file rides in the package (the artifact QA and production share) without changing its digest.
+    assert recorded["package_digest"] == common.read_package(package).digest
+    assert common.IMAGE_FILE not in str(common.context_archive(package))
+
+    routes = {k: v for k, v in build_routes(package).items() if "scheduleRun" not in k[1] and "Upload" not in k[1]}
+    plan_id = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Web/serverfarms/app-plan"
+    routes[("PUT", r"/serverfarms/app-plan\?")] = (200, {"id": plan_id, "location": "westeurope", "properties": {}})
+    site = {"identity": {"principalId": "p-1"}, "properties": {"defaultHostName": "app.azurewebsites.net"}}
+    routes[("PUT", r"/sites/app\?")] = (200, {"location": "westeurope", **site})
+    routes[("PUT", r"/roleAssignments/")] = (201, {})
+    routes[("GET", r"/roleAssignments/")] = (200, {"properties": {}})
+    routes[("POST", r"/sites/app/restart\?")] = (200, {})
+    deployer = RecordingTransport(routes)
+    argv = ["--package", str(package), "--name", "app", "--image-file", str(image_file)]
+    assert webapp.main(argv, credential=FakeCredential(), transport=deployer) == 0
+    (sent,) = deployer.bodies("PUT", r"/sites/app\?")
+    assert sent["properties"]["siteConfig"]["linuxFxVersion"] == f"DOCKER|myacr.azurecr.io/mlops/scoring@{DIGEST}"
+    assert not [u for _, u, _, _ in deployer.requests if "scheduleRun" in u or "listBuildSourceUploadUrl" in u]
+    (role,) = deployer.bodies("PUT", r"/roleAssignments/")
+    assert role["properties"]["principalId"] == "p-1"
+    assert [u for m, u, _, _ in deployer.requests if m == "PUT" and "roleAssignments" in u][0].startswith(
+        f"https://management.azure.com{REGISTRY_ID}/"
+    )  # AcrPull on the registry holding the recorded image
+
+
+def test_an_image_file_of_another_package_is_refused_before_any_request(package, workspace_env, tmp_path, capsys):
+    image_file = tmp_path / "image.json"
+    common.write_image_file(
+        image_file,
+        {"image": f"myacr.azurecr.io/mlops/scoring@{DIGEST}", "registry_id": REGISTRY_ID, "package_digest": "0" * 64},
+    )
+    transport = RecordingTransport(build_routes(package))
+    argv = ["--package", str(package), "--name", "app", "--image-file", str(image_file)]
+    assert webapp.main(argv, credential=FakeCredential(), transport=transport) == 2
+    err = capsys.readouterr().err
+    assert "built from another package" in err and len(err.splitlines()) == 1 and transport.requests == []
+    by_tag = {"image": "myacr.azurecr.io/mlops/scoring:latest", "registry_id": REGISTRY_ID}
+    common.write_image_file(image_file, {**by_tag, "package_digest": common.read_package(package).digest})
+    assert webapp.main(argv, credential=FakeCredential(), transport=transport) == 2
+    assert "not a reference by digest" in capsys.readouterr().err and transport.requests == []
+
+
+def test_a_build_that_reports_no_digest_deploys_nothing_network_edge_replaced(package, workspace_env, tmp_path):
+    transport = RecordingTransport(build_routes())  # the run's outputImages name no image of this package
+    argv = ["--package", str(package), "--image-file", str(tmp_path / "image.json")]
+    assert image.main(argv, credential=FakeCredential(), transport=transport) == 1
+    assert not (tmp_path / "image.json").exists()
 
 
 def test_online_endpoint_pre_traffic_check_fails_without_samples(package):
@@ -299,7 +366,7 @@ def test_online_endpoint_pre_traffic_check_fails_without_samples(package):
 
 
 def test_webapp_deploy_network_edge_replaced(package, workspace_env, tmp_path):
-    routes = build_routes()
+    routes = build_routes(package)
     plan_id = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Web/serverfarms/app-plan"
     routes[("PUT", r"/serverfarms/app-plan\?")] = (200, {"id": plan_id, "location": "westeurope", "properties": {}})
     routes[("PUT", r"/sites/app\?")] = (
@@ -362,14 +429,15 @@ def test_web_app_smoke_tests_wait_as_long_as_app_service_may_take_to_start():
 # --- command line ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["aci", "online_endpoint", "webapp"])
+@pytest.mark.parametrize("module", ["aci", "online_endpoint", "webapp", "image"])
 def test_without_workspace_exit_2_and_dry_run_needs_none(module, package, tmp_path):
     from importlib import import_module
 
     main = import_module(f"ml_service.scoring.deploy.{module}").main
     extra = {"online_endpoint": ["--kubernetes", "--compute", "aks"], "aci": ["--plain-http"]}.get(module, [])
-    assert main(["--package", str(package), "--name", "n", *extra]) == 2
-    assert main(["--package", str(package), "--name", "n", "--dry-run", *extra]) == 0
+    target = ["--image-file", str(tmp_path / "image.json")] if module == "image" else ["--name", "n"]
+    assert main(["--package", str(package), *target, *extra]) == 2
+    assert main(["--package", str(package), *target, "--dry-run", *extra]) == 0
 
 
 def test_help_answers():

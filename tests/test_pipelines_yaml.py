@@ -444,3 +444,85 @@ def test_deployments_pass_what_their_target_needs():
     assert endpoint_stages >= 1
     template = (REPO / ".pipelines/templates/smoke-test-template.yml").read_text(encoding="utf-8")
     assert '--package "${{ parameters.packageDir }}"' in template
+
+
+DEPLOYERS = ("aci", "online_endpoint", "webapp")
+
+
+def _command_option(command: str, name: str) -> str | None:
+    words = shlex.split(command)
+    return words[words.index(name) + 1] if name in words else None
+
+
+def _stage_commands(path: Path) -> dict[str, list[str]]:
+    """Stage name -> the `python -m` commands of its azure-python steps (templates of package-template expanded)."""
+    template = _load(REPO / ".pipelines/templates/package-template.yml")
+    packaged = [s["parameters"]["command"] for s in template["steps"] if "parameters" in s]
+    found: dict[str, list[str]] = {}
+    for stage in _load(path).get("stages", []):
+        commands = []
+        for steps in _steps_of_jobs(stage):
+            for step in steps:
+                if step.get("template") == "templates/package-template.yml":
+                    commands += packaged
+                elif "python -m" in str(step.get("parameters", {}).get("command", "")):
+                    commands.append(" ".join(step["parameters"]["command"].split()))
+        found[stage["stage"]] = commands
+    return found
+
+
+def test_qa_and_production_deploy_the_one_image_built_once():
+    """The image is built once (deploy.image, after packaging, recorded by digest in the package's image.json);
+    QA deploys it from that file and production from the same file in the package artifact QA published, so no
+    later stage rebuilds and both run the same digest."""
+    ci = _stage_commands(REPO / ".pipelines/diabetes_regression-ci.yml")
+    builds = {stage: [c for c in cs if "ml_service.scoring.deploy.image" in c] for stage, cs in ci.items()}
+    assert [stage for stage, b in builds.items() if b] == ["Deploy_QA"] and len(builds["Deploy_QA"]) == 1
+    (build,) = builds["Deploy_QA"]
+    assert _command_option(build, "--image-file") == _command_option(build, "--package") + "/image.json"
+    deployed = {}
+    for stage, commands in ci.items():
+        for command in commands:
+            if any(f"ml_service.scoring.deploy.{d}" in command for d in DEPLOYERS):
+                deployed[stage] = (_command_option(command, "--package"), _command_option(command, "--image-file"))
+    assert deployed["Deploy_QA"] == (_command_option(build, "--package"), _command_option(build, "--image-file"))
+    # Production and the Web App: the artifact `package` QA published (package-template), downloaded.
+    publish = _load(REPO / ".pipelines/templates/package-template.yml")["steps"][-1]
+    assert publish["inputs"]["targetPath"] == _command_option(build, "--package")
+    for stage in ("Deploy_Production", "Deploy_WebApp"):
+        assert deployed[stage] == ("$(Pipeline.Workspace)/package", "$(Pipeline.Workspace)/package/image.json")
+    text = (REPO / ".pipelines/diabetes_regression-ci.yml").read_text()
+    assert text.count("artifact: package\n                  displayName: Download the package tested in QA") == 2
+    # ff: ff-deploy-webapp deploys the image of the ff-deploy-aci run's artifact; it builds none.
+    (aci,) = [c for c in _stage_commands(REPO / ".pipelines/ff-deploy-aci.yml")["Deploy_QA"] if "deploy.aci" in c]
+    assert _command_option(aci, "--image-file") == "$(Build.ArtifactStagingDirectory)/package/image.json"
+    (web,) = _stage_commands(REPO / ".pipelines/ff-deploy-webapp.yml")["Deploy_WebApp"]
+    assert _command_option(web, "--image-file") == "$(Pipeline.Workspace)/ffDeployAci/package/image.json"
+    # Every deployment anywhere deploys a recorded image of the package it is given.
+    for path in YAML_FILES:
+        for commands in _stage_commands(path).values() if path.parent.name == ".pipelines" else ():
+            for command in commands:
+                if any(f"ml_service.scoring.deploy.{d} " in command + " " for d in DEPLOYERS):
+                    assert (
+                        _command_option(command, "--image-file")
+                        == _command_option(command, "--package") + "/image.json"
+                    ), command
+
+
+def test_github_deployments_deploy_the_image_built_once():
+    """_deploy.yml builds the image only for a package made in the job, before publishing the package (so the
+    artifact carries image.json), and every deployment deploys that recorded image."""
+    doc = _load(REPO / ".github/workflows/_deploy.yml")
+    steps = doc["jobs"]["deploy"]["steps"]
+    names = [s.get("name") for s in steps]
+    build = steps[names.index("Build the scoring image once (recorded by digest)")]
+    assert build["if"] == "inputs.package-from != 'artifact'"
+    publish = names.index("Publish the scoring package")
+    assert names.index(build["name"]) < publish and steps[publish]["with"]["path"] == "${{ runner.temp }}/package/"
+    assert _command_option(build["with"]["command"], "--image-file") == "${RUNNER_TEMP}/package/image.json"
+    deploys = [s for s in steps if any(f"ml_service.scoring.deploy.{d}" in str(s.get("with", {})) for d in DEPLOYERS)]
+    assert len(deploys) == 4
+    for step in deploys:
+        command = step["with"]["command"]
+        assert _command_option(command, "--image-file") == "${RUNNER_TEMP}/package/image.json", step["name"]
+        assert names.index(step["name"]) > publish

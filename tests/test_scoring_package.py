@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import httpx
@@ -12,9 +13,11 @@ from fastapi.testclient import TestClient
 
 from ml_service.scoring.app import create_app
 from ml_service.scoring.model_store import ModelStore
+from ml_service.scoring.package import BASE_IMAGE, dockerfile, parse_lock, requirement_closure, use_case_packages
 from ml_service.scoring.package import main as package_main
-from ml_service.scoring.package import parse_lock, requirement_closure, use_case_packages
+from ml_service.util.env_variables import load_settings
 from ml_service.util.smoke_test_scoring_service import main as smoke_main
+from tests.fixtures.projects import toy_config
 from tests.test_scoring_support import (
     DIABETES_ROWS,
     ENERGY_ROWS,
@@ -80,11 +83,22 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
     ]
     assert manifest["models"][0]["metrics"] == {"rmse": 1.5}
     assert all(len(sha) == 64 for m in manifest["models"] for sha in m["files"].values())
-    dockerfile = (out / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in dockerfile and "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
-    assert '"--host", "0.0.0.0"' in dockerfile and "EXPOSE 5001" in dockerfile
+    written = (out / "Dockerfile").read_text()
+    assert "USER 10001" in written and "HEALTHCHECK" in written
+    assert '"--host", "0.0.0.0"' in written and "EXPOSE 5001" in written
+    # Built from the same bytes every time: the base image by digest, exactly the hashed files of the lock.
+    (base,) = re.findall(r"^FROM (\S+)$", written, flags=re.MULTILINE)
+    assert base == BASE_IMAGE and re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base)
+    assert "pip install --require-hashes -r /app/requirements.txt" in written
     requirements = (out / "requirements.txt").read_text()
     assert "fastapi==" in requirements and "scikit-learn==" in requirements and "mlflow" not in requirements
+    entries = [e for e in re.split(r"\n(?=\S)", requirements) if e.strip() and not e.startswith("#")]
+    assert len(entries) > 20
+    for entry in entries:
+        assert re.search(r"\\\n\s+--hash=sha256:[0-9a-f]{64}", entry), entry
+    pins = {e.split("==")[0]: e.split("==")[1].split()[0] for e in entries}
+    lock = parse_lock((REPO_ROOT / "requirements.lock").read_text())
+    assert all(lock[name][0].split("==")[1].split()[0] == version for name, version in pins.items())
     # pickled models import their use case's code: every declared use case's package is shipped
     shipped = use_case_packages(REPO_ROOT)
     assert shipped and all(list((out / name).rglob("*.py")) for name in shipped), shipped
@@ -147,6 +161,46 @@ def test_package_serves_what_the_registry_serves_and_smoke_test(settings, tmp_pa
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     traced = [line for line in lines if line.get("traceparent") and line["path"] == "/score"]
     assert len(traced) == 7 and [line["status"] for line in traced].count(422) == 1
+
+
+def test_a_floating_base_image_is_refused(settings, tmp_path, capsys):
+    with pytest.raises(ValueError, match="not pinned by digest"):
+        dockerfile("python:3.11-slim")
+    assert package_main(["--output", str(tmp_path / "ctx"), "--base-image", "python:3.11-slim"]) == 2
+    assert "not pinned by digest" in capsys.readouterr().err and not (tmp_path / "ctx").exists()
+
+
+def test_package_holds_only_the_use_cases_asked_for(project, tmp_path, capsys):
+    """--use-case NAME or a group: only those use cases' production models (their model_name); none: every one."""
+    root = project(
+        {
+            "one": toy_config(model_name="diabetes_model"),
+            "two": toy_config(model_name="nyc_energy_model"),
+            "three": toy_config(model_name=SET),
+            "never": toy_config(model_name="never_trained"),
+        },
+        groups={"pair": ["two", "three"]},
+    )
+    shutil.copyfile(REPO_ROOT / "requirements.lock", root / "requirements.lock")  # a project's own lock
+    register_standard_models(load_settings(), tmp_path, regions=("r0001",))
+
+    def packaged(*args: str) -> list[str]:
+        out = tmp_path / "ctx"
+        assert package_main(["--output", str(out), *args]) == 0, capsys.readouterr().err
+        return [m["name"] for m in json.loads((out / "package" / "manifest.json").read_text())["models"]]
+
+    assert packaged("--use-case", "one") == ["diabetes_model"]
+    assert packaged("--use-case", "pair") == ["nyc_energy_model", SET]
+    assert packaged("--use-case", "one,never") == ["diabetes_model"]
+    assert packaged() == ["diabetes_model", "nyc_energy_model", SET]
+    capsys.readouterr()
+    assert package_main(["--output", str(tmp_path / "none"), "--use-case", "never"]) == 1
+    err = capsys.readouterr().err
+    assert "no model in production for use case never" in err and len(err.strip().splitlines()) == 1
+    assert package_main(["--output", str(tmp_path / "none"), "--use-case", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown use case 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "none").exists()
 
 
 def test_package_refuses_to_replace_a_foreign_folder(settings, tmp_path, capsys):

@@ -1,12 +1,15 @@
 """Write one self-contained build context for the scoring image: every production model, the code, the pins.
 
-    python -m ml_service.scoring.package --output DIR
+    python -m ml_service.scoring.package --output DIR [--use-case NAME[,NAME]]
+
+Without ``--use-case`` every production model is packaged; with it (use cases or groups of the declaration) only
+the production models of those use cases (their ``model_name``).
 
 Layout of ``DIR`` (``docker build DIR`` builds the image; ``serve --package DIR`` serves it locally)::
 
-    Dockerfile            python:3.11-slim, non-root, serves /app/package on 0.0.0.0:5001 inside the container
+    Dockerfile            BASE_IMAGE (pinned by digest), non-root, serves /app/package on 0.0.0.0:5001 in the image
     sample_request.json   one ``POST /score`` body per packaged model, from its input example (pre-traffic checks)
-    requirements.txt      the lines of requirements.lock the service and the models need (see below)
+    requirements.txt      the lines of requirements.lock the service and the models need, hashed (see below)
     package/manifest.json each model: name, version, source, kind, metrics, sha256 of every file (hashed from the
                           files downloaded from the registry; the service loads a model only if they match)
     package/models/<name>/...  the production version's files (a model folder or a model set)
@@ -19,8 +22,8 @@ The folder is built beside ``DIR`` and renamed into place, so ``DIR`` is never h
 
 requirements.txt: the closure of the service's top-level packages (``SERVICE_PACKAGES``) plus the model
 libraries the pickles reference (``MODEL_LIBRARIES``, found by scanning each ``model.pkl`` for the module
-name), following the ``# via`` comments of ``requirements.lock`` downwards; lines are copied verbatim
-(pins and environment markers).
+name), following the ``# via`` comments of ``requirements.lock`` downwards; the pins are then given the sha256
+of their files on the index (``hashed_requirements``), so the image build installs exactly those files.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -80,23 +84,40 @@ SERVICE_CODE = (
 NOT_USE_CASES = {"ml_service", "tests", "bootstrap", "bench", "docs", "environment_setup", "local"}
 PORT = 5001
 
-DOCKERFILE = f"""\
+# The base image, pinned by content digest so every build starts from the same bytes (a tag such as 3.11-slim
+# moves with each Debian or Python patch). Refresh it deliberately, then commit: the digest of the multi-arch
+# index, from `docker buildx imagetools inspect python:3.11-slim` (first "Digest:") or `crane digest
+# python:3.11-slim`. `--base-image` overrides it for one package.
+BASE_IMAGE = "python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
+_PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+
+DOCKERFILE = """\
 # Written by ml_service.scoring.package: every production model behind one API.
-FROM python:3.11-slim
+FROM {base_image}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY requirements.txt /app/requirements.txt
-RUN pip install -r /app/requirements.txt \\
+# --require-hashes: pip installs exactly the locked files (every line carries its sha256), and fails on any
+# dependency the file does not pin.
+RUN pip install --require-hashes -r /app/requirements.txt \\
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin scoring
 COPY . /app
 USER 10001
 # One worker process per core the container may use (0), what served best in bench/bench_scoring.py.
 ENV SCORING_WORKERS=0
-EXPOSE {PORT}
+EXPOSE {port}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)"]
-CMD ["python", "-m", "ml_service.scoring.serve", "--package", "/app/package", "--host", "0.0.0.0", "--port", "{PORT}"]
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=4)"]
+CMD ["python", "-m", "ml_service.scoring.serve", "--package", "/app/package", "--host", "0.0.0.0", "--port", "{port}"]
 """
+
+
+def dockerfile(base_image: str = BASE_IMAGE) -> str:
+    """The package's Dockerfile, from a base image pinned by digest (ValueError for a floating tag)."""
+    if not _PINNED_IMAGE.match(base_image):
+        raise ValueError(f"base image {base_image!r} is not pinned by digest: give NAME@sha256:<64 hex digits>")
+    return DOCKERFILE.format(base_image=base_image, port=PORT)
+
 
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==")
 
@@ -145,6 +166,33 @@ def requirement_closure(lock_text: str, roots: list[str]) -> list[str]:
             wanted.add(name)
             todo.extend(children.get(name, ()))
     return [packages[name][0] for name in sorted(wanted)]
+
+
+IMAGE_PLATFORM = "x86_64-manylinux_2_28"  # the image's platform (linux/amd64, glibc of Debian bookworm)
+
+
+def hashed_requirements(lines: list[str]) -> str:
+    """The pinned ``lines`` with the sha256 of every file PyPI holds for each pin (``--hash=sha256:...``), for
+    ``pip install --require-hashes``: `uv pip compile --generate-hashes --no-deps` of exactly these pins for the
+    image's Python and platform (markers resolved; uv's cache answers when it has seen them). RuntimeError if
+    uv cannot (no index reachable and nothing cached)."""
+    uv = Path(sys.executable).parent / "uv"
+    command = [str(uv) if uv.is_file() else (shutil.which("uv") or "uv"), "pip", "compile", "-", "--no-deps"]
+    command += ["--generate-hashes", "--python-version", "3.11", "--python-platform", IMAGE_PLATFORM]
+    command += ["--no-header", "--no-annotate", "--quiet"]
+    try:
+        result = subprocess.run(command, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"cannot hash the requirements with uv ({exc}); run make setup") from None
+    if result.returncode != 0:
+        detail = " ".join(result.stderr.split())[:300]
+        raise RuntimeError(f"uv pip compile --generate-hashes failed: {detail}")
+    text = result.stdout
+    pins = [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+    unhashed = [line.split()[0] for line in pins if not line.rstrip().endswith("\\")]
+    if not pins or unhashed:
+        raise RuntimeError(f"uv gave no hash for {', '.join(unhashed) or 'any requirement'}")
+    return text
 
 
 def model_libraries(model_files: list[Path]) -> list[str]:
@@ -232,19 +280,43 @@ def fetched_models(folder: Path) -> list[Any]:
     return models
 
 
-def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path | None = None) -> dict[str, Any]:
+def model_names(use_cases: list[str], root: Path) -> set[str]:
+    """The registered names (``model_name``) of these declared use cases."""
+    from ml_service.config import load_config
+
+    return {load_config(name, root).model_name for name in use_cases}
+
+
+def build(
+    settings: Any,
+    output: Path,
+    root: Path = REPO_ROOT,
+    models_from: Path | None = None,
+    use_cases: list[str] | None = None,
+    base_image: str = BASE_IMAGE,
+) -> dict[str, Any]:
     """Write the build context to ``output`` (atomically) and return its manifest; RuntimeError if no model.
 
     The models are the registry's production versions, or with ``models_from`` the ones fetched from an Azure ML
-    registry into that folder (promotion to test and prod: exactly the promoted versions, with their lineage)."""
+    registry into that folder (promotion to test and prod: exactly the promoted versions, with their lineage);
+    with ``use_cases``, only those use cases' models."""
     from ml_service.registry.mlflow_registry import connect, download_model, production_models
 
+    dockerfile(base_image)  # a floating base image is refused before anything is downloaded
     if models_from is not None:
         client = None
         models = fetched_models(Path(models_from))
     else:
         client = connect(settings)
         models = production_models(client, settings.production_alias)
+    if use_cases is not None:
+        wanted = model_names(use_cases, root)
+        models = [m for m in models if m.name in wanted]
+        if not models:
+            raise RuntimeError(
+                f"no model in production for use case {', '.join(use_cases)} (models {', '.join(sorted(wanted))}):"
+                " nothing to package"
+            )
     if not models:
         raise RuntimeError(f"no model in production (alias {settings.production_alias!r}): nothing to package")
     output = Path(output).resolve()
@@ -299,9 +371,10 @@ def build(settings: Any, output: Path, root: Path = REPO_ROOT, models_from: Path
         _copy_code(root, staging)
         roots = [*SERVICE_PACKAGES, *model_libraries(model_files)]
         lines = requirement_closure((root / "requirements.lock").read_text(), roots)
-        header = "# Written by ml_service.scoring.package from requirements.lock: the service's and models' pins.\n"
-        (staging / "requirements.txt").write_text(header + "\n".join(lines) + "\n")
-        (staging / "Dockerfile").write_text(DOCKERFILE)
+        header = "# Written by ml_service.scoring.package from requirements.lock: the service's and models' pins,\n"
+        header += "# each with the sha256 of its files (pip install --require-hashes).\n"
+        (staging / "requirements.txt").write_text(header + hashed_requirements(lines))
+        (staging / "Dockerfile").write_text(dockerfile(base_image))
         (staging / ".dockerignore").write_text("**/__pycache__\n")
         os.chmod(staging, 0o755)
         if output.exists():
@@ -325,14 +398,22 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="package the models fetched from an Azure ML registry into this folder (azureml_promote fetch)",
     )
+    parser.add_argument(
+        "--use-case", help="package only these use cases' production models (NAME[,NAME], use cases or groups)"
+    )
+    parser.add_argument("--base-image", default=BASE_IMAGE, help="base image, pinned by digest (NAME@sha256:...)")
     args = parser.parse_args(argv)
-    from ml_service.config import project_root
+    from ml_service.config import ConfigError, project_root, select_use_cases
     from ml_service.util.env_variables import SettingsError, load_settings
 
     try:
         settings = load_settings()
-        manifest = build(settings, args.output, project_root(settings.project_root), models_from=args.models_from)
-    except (SettingsError, ValueError) as exc:
+        root = project_root(settings.project_root)
+        use_cases = select_use_cases(args.use_case, root) if args.use_case is not None else None
+        manifest = build(
+            settings, args.output, root, models_from=args.models_from, use_cases=use_cases, base_image=args.base_image
+        )
+    except (SettingsError, ConfigError, ValueError) as exc:
         print(f"package: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:

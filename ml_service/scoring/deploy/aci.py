@@ -1,5 +1,6 @@
 """Deploy the packaged scoring image to Azure Container Instances (QA): build it in the workspace's registry
-with an ACR Tasks run, then create or update a container group running it on port 5001.
+with an ACR Tasks run (or, with `--image-file`, the image ml_service.scoring.deploy.image built once, by digest),
+then create or update a container group running it on port 5001.
 
 ACI cannot bind to 127.0.0.1 only: the group gets a public IP with a DNS label
 (`<name>-<suffix>.<region>.azurecontainer.io`), PLAIN HTTP: the bearer key and every request and prediction
@@ -90,7 +91,7 @@ def deploy(args, settings, credential, transport=None) -> str:
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
     upload = PipelineClient(base_url="https://upload", **kwargs)
     _, resources, image = common.build_package_image(
-        registry, upload, settings, args.package, common.poll_sleep(transport)
+        registry, upload, settings, args.package, common.poll_sleep(transport), args.image_file
     )
     group = container_group(
         args.name,
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         print("WARNING: ACI QA is plain HTTP: non-sensitive data only", file=sys.stderr)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = common.planned_image(package)
+            image = common.planned_image(package, args.image_file)
             group = container_group(
                 args.name,
                 "<workspace location>",
@@ -143,9 +144,7 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
                 "<SCORING_API_KEY>",
                 dns_label(args.name, settings.resource_group, settings.azure_subscription_id),
             )
-            print(
-                f"would build {image} from {args.package} with an ACR Tasks run, then PUT container group {args.name}:"
-            )
+            print(f"would deploy {image} (built from {args.package}), then PUT container group {args.name}:")
             print(common.to_json(group))
             return
         if not args.pull_identity:

@@ -4,6 +4,12 @@ The image is built where it will be pulled from: an ACR Tasks run in the workspa
 (`listBuildSourceUploadUrl`, upload of the package as tar.gz, `scheduleRun` of a DockerBuildRequest). The
 installed azure-mgmt-containerregistry (15.x) no longer has the Tasks operations, so those three ARM calls
 are sent through the registry client's own authenticated pipeline (`send_request`).
+
+Build once, deploy that image everywhere: `python -m ml_service.scoring.deploy.image` builds the package's image
+and records its content digest (the run's `outputImages`) in an image file (`image.json`, kept in the package
+folder so the package artifact carries it); each deployer given `--image-file` deploys
+`<registry>/<repository>@sha256:<digest>` and builds nothing. A later push of the same tag cannot change what a
+digest names, so production runs the bytes QA tested.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import re
 import sys
 import tarfile
 import time
@@ -30,6 +38,10 @@ ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in role "AcrPull
 SCORING_PORT = 5001
 IMAGE_REPOSITORY = "mlops/scoring"
 WORKSPACE_VARIABLES = "AZURE_SUBSCRIPTION_ID, RESOURCE_GROUP and WORKSPACE_NAME"
+IMAGE_FILE = "image.json"  # beside the package's Dockerfile; not part of the package's digest nor its context
+DIGEST_REFERENCE = re.compile(
+    r"^(?P<server>[a-z0-9.-]+)/(?P<repository>[a-z0-9._/-]+)@(?P<digest>sha256:[0-9a-f]{64})$"
+)
 
 
 class DeployError(RuntimeError):
@@ -79,18 +91,21 @@ def read_package(folder: Path) -> Package:
     except (OSError, json.JSONDecodeError) as exc:
         raise DeployError(f"{folder}/manifest.json: cannot read: {exc}", 2) from None
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in _context_files(folder):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
     return Package(folder, manifest, digest.hexdigest())
+
+
+def _context_files(folder: Path) -> list[Path]:
+    """The package's files, sorted; the image file written after the build is not one of them."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != IMAGE_FILE)
 
 
 def context_archive(folder: Path) -> bytes:
     """The build context as a reproducible tar.gz (sorted names, zeroed times and owners)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file():
-                continue
+        for path in _context_files(folder):
             info = tarfile.TarInfo(path.relative_to(folder).as_posix())
             data = path.read_bytes()
             info.size, info.mtime, info.mode = len(data), 0, 0o644
@@ -165,7 +180,8 @@ def build_image(
     poll_s: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Build and push the package's image with an ACR Tasks run; returns the image reference."""
+    """Build and push the package's image with an ACR Tasks run; returns its reference by content digest
+    (`<login server>/<repository>@sha256:...`, from the digest the run reports for the pushed image)."""
     from azure.core.rest import HttpRequest
 
     image = resources.image(package)
@@ -191,8 +207,53 @@ def build_image(
         status = run.get("properties", {}).get("status", "Unknown")
     if status != "Succeeded":
         raise DeployError(f"image build {run_id} ended {status}; see the run's log in the registry")
-    print(f"image build {run_id}: Succeeded", flush=True)
-    return image
+    digest = pushed_digest(run, IMAGE_REPOSITORY, package.tag)
+    print(f"image build {run_id}: Succeeded, {IMAGE_REPOSITORY}:{package.tag} is {digest}", flush=True)
+    return f"{resources.login_server}/{IMAGE_REPOSITORY}@{digest}"
+
+
+def pushed_digest(run: dict[str, Any], repository: str, tag: str) -> str:
+    """The content digest of the image a finished run pushed (its `outputImages`): what to deploy."""
+    for output in run.get("properties", {}).get("outputImages") or []:
+        digest = str(output.get("digest") or "")
+        if (
+            output.get("repository") == repository
+            and output.get("tag") == tag
+            and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+        ):
+            return digest
+    raise DeployError(f"the image build reports no digest for {repository}:{tag} (outputImages); nothing to deploy")
+
+
+def image_record(image: str, resources: WorkspaceResources, package: Package) -> dict[str, Any]:
+    """What the image file holds: the image by digest, its registry, and the package it was built from."""
+    return {"image": image, "registry_id": resources.registry_id, "package_digest": package.digest}
+
+
+def write_image_file(path: Path, record: dict[str, Any]) -> None:
+    """Write the image file atomically (a deployer never reads half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_image_file(path: Path, package: Package) -> dict[str, Any]:
+    """The image file of `package`: an image by digest, built from exactly this package (exit 2 otherwise)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        image, registry_id = str(record["image"]), str(record["registry_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeployError(f"{path}: not an image file of ml_service.scoring.deploy.image ({exc})", 2) from None
+    if not DIGEST_REFERENCE.match(image):
+        raise DeployError(f"{path}: image {image!r} is not a reference by digest (<registry>/<repo>@sha256:...)", 2)
+    if record.get("package_digest") != package.digest:
+        raise DeployError(
+            f"{path}: the image was built from another package than {package.folder}; deploy the package it was "
+            "built from, or build this one with python -m ml_service.scoring.deploy.image",
+            2,
+        )
+    return {"image": image, "registry_id": registry_id}
 
 
 def _accepted_run(client: Any, accepted: Any, poll_s: float, sleep: Callable[[float], None], tries: int = 60):
@@ -215,13 +276,22 @@ def build_package_image(
     settings: Any,
     package_folder: Path,
     sleep: Callable[[float], None] = time.sleep,
+    image_file: Path | None = None,
 ) -> tuple[Package, WorkspaceResources, str]:
-    """What every deployment starts with: read the package, find the workspace's location and registry, build
-    and push the image there. Returns the package, the workspace's resources and the image reference."""
+    """What every deployment starts with: read the package, find the workspace's location and registry, and
+    the image by digest: the one recorded in `image_file` (built once, no build here; its registry is the one
+    pulled from), else build and push it now. Returns the package, the resources and the image reference."""
     package = read_package(package_folder)
+    recorded = read_image_file(image_file, package) if image_file is not None else None
     resources = workspace_resources(
         registry_client, settings.azure_subscription_id, settings.resource_group, settings.workspace_name
     )
+    if recorded is not None:
+        resources = WorkspaceResources(resources.location, recorded["registry_id"])
+        if not recorded["image"].startswith(f"{resources.login_server}/"):
+            raise DeployError(f"{image_file}: image {recorded['image']} is not in registry {resources.registry_id}", 2)
+        print(f"image {recorded['image']} (built once, from {image_file})", flush=True)
+        return package, resources, recorded["image"]
     return package, resources, build_image(registry_client, upload_client, resources, package, sleep=sleep)
 
 
@@ -230,9 +300,11 @@ def poll_sleep(transport: Any) -> Callable[[float], None]:
     return (lambda _seconds: None) if transport is not None else time.sleep
 
 
-def planned_image(package: Package) -> str:
-    """The image a dry run names: the workspace's registry is only known by asking Azure."""
-    return WorkspaceResources("<workspace location>", "<workspace registry>").image(package)
+def planned_image(package: Package, image_file: Path | None = None) -> str:
+    """The image a dry run names: the recorded one, else a build's (the registry is only known by asking Azure)."""
+    if image_file is not None:
+        return read_image_file(image_file, package)["image"]
+    return f"{WorkspaceResources('<workspace location>', '<workspace registry>').image(package)} (by its digest)"
 
 
 def grant_acr_pull(
@@ -264,6 +336,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--package", type=Path, required=True, help="package folder (ml_service.scoring.package)")
     result.add_argument("--name", required=True, help="name of the deployment (container group, endpoint, web app)")
     result.add_argument("--url-file", type=Path, help="write the scoring service's URL to this file")
+    result.add_argument(
+        "--image-file",
+        type=Path,
+        help="deploy the image recorded here by ml_service.scoring.deploy.image (by digest; no build)",
+    )
     result.add_argument("--dry-run", action="store_true", help="print what would be created; no credentials")
     return result
 

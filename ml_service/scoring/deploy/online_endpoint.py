@@ -2,7 +2,8 @@
 
 Managed online endpoint by default (QA); with `--kubernetes --compute NAME` a Kubernetes online endpoint on
 a cluster attached to the workspace (production). Steps: build the image in the workspace's registry (ACR
-Tasks), create the endpoint if missing, create the deployment of the colour *not* taking traffic, run the
+Tasks; with `--image-file` the image ml_service.scoring.deploy.image built once, by digest, and no build),
+create the endpoint if missing, create the deployment of the colour *not* taking traffic, run the
 smoke-test hook against that deployment only, then move 100% of the traffic to it. The previous colour is
 kept (0%) for a quick roll-back and replaced by the next deployment.
 
@@ -146,7 +147,9 @@ def deploy(
     """Build, deploy the idle colour, smoke test it, shift traffic; returns (base URL, key)."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    package, _, image = common.build_package_image(registry_client, upload_client, settings, args.package)
+    package, _, image = common.build_package_image(
+        registry_client, upload_client, settings, args.package, image_file=getattr(args, "image_file", None)
+    )
     try:
         existing = ml_client.online_endpoints.get(args.name)
         traffic = dict(existing.traffic or {})
@@ -182,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             raise common.DeployError("--kubernetes needs --compute NAME", 2)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = common.planned_image(package)
+            image = common.planned_image(package, args.image_file)
             endpoint = build_endpoint(args.name, args.kubernetes, args.compute)
             deployment = build_deployment(args.name, "<blue|green: the colour without traffic>", image, args.kubernetes)
-            print(f"would build {image} with an ACR Tasks run, create endpoint {args.name} if missing:")
+            print(f"would deploy {image}, create endpoint {args.name} if missing:")
             print(common.to_json(endpoint._to_dict()))
             print("deploy (then smoke test it, then give it 100% of the traffic):")
             print(common.to_json(deployment._to_dict()))

@@ -1,6 +1,7 @@
 """Deploy the packaged scoring image to Azure App Service (Web App for Containers).
 
-Builds the image in the workspace's registry (ACR Tasks), creates or updates a Linux App Service plan
+Builds the image in the workspace's registry (ACR Tasks; with `--image-file` deploys the image
+ml_service.scoring.deploy.image built once, by digest), creates or updates a Linux App Service plan
 (`<name>-plan`) and the web app running the image with its system-assigned identity (granted AcrPull on the
 registry), app settings (port 5001, SCORING_API_KEY, Application Insights) and the health check on /health.
 App Service terminates HTTPS on the public `https://<name>.azurewebsites.net`.
@@ -79,7 +80,7 @@ def deploy(args: Any, settings: Any, credential: Any, transport: Any = None) -> 
     registry = ContainerRegistryManagementClient(credential, settings.azure_subscription_id, **kwargs)
     upload = PipelineClient(base_url="https://upload", **kwargs)
     _, resources, image = common.build_package_image(
-        registry, upload, settings, args.package, common.poll_sleep(transport)
+        registry, upload, settings, args.package, common.poll_sleep(transport), args.image_file
     )
     web = WebSiteManagementClient(credential, settings.azure_subscription_id, **kwargs)
     rg = settings.resource_group
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None, credential=None, transport=None) -> int:
         settings = common.azure_settings(args.dry_run)
         if args.dry_run:
             package = common.read_package(args.package)
-            image = common.planned_image(package)
-            print(f"would build {image} with an ACR Tasks run, then PUT plan {plan_name(args.name)}:")
+            image = common.planned_image(package, args.image_file)
+            print(f"would deploy {image}, then PUT plan {plan_name(args.name)}:")
             print(common.to_json(build_plan("<workspace location>")))
             print(f"and PUT web app {args.name} (then grant its identity AcrPull on the registry):")
             values = app_settings("<SCORING_API_KEY>", "<APPLICATIONINSIGHTS_CONNECTION_STRING>")
