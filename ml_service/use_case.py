@@ -13,6 +13,9 @@ Optionally:
 
 - `Params`: a pydantic model for the `model` section (validated once; errors name file, use case and key);
 - `generate(options, destination)`: writes the raw data file when it is missing (sample or synthetic data);
+- `batch_input(options, destination)`: writes new rows to score (CSV files, partition columns included, no
+  label) into the folder `destination`; `options` are `data.generate`'s plus `training_data`, the raw file the
+  models were trained on. Default (or when it raises NotImplementedError): the prepared hold-out rows;
 - `prepare(frame) -> frame`: one partition's checked rows before splitting (sorting, regularising a series);
 - `fit_many(frame, starts) -> [(model, holdout, predicted) | Exception]`: many partitions stacked in one frame
   (partition i is rows `starts[i]:starts[i+1]`) fitted at once, each result equal to `split`, `fit` and
