@@ -147,11 +147,12 @@ def _stem_key(path: Path, partition_columns: Sequence[str]) -> str:
 
 
 def split_input(
-    files: Iterable[Path], config: UseCaseConfig, partitions_dir: Path
+    files: Iterable[Path], config: UseCaseConfig, partitions_dir: Path, copy: bool = False
 ) -> tuple[dict[str, Path], list[BatchResult]]:
     """{partition key: its CSV file} for one use case, and the files that could not be split (one reason each).
 
-    A file holding one partition is used where it is; a file holding several is split into
+    A file holding one partition is used where it is (copied with `copy`: an Azure ML parallel step splits
+    the partitions folder, so every partition must be a file of it); a file holding several is split into
     `<partitions_dir>/<use case>/<key>.csv`. Rows are checked later, per partition, so one bad partition does
     not stop the others.
     """
@@ -165,7 +166,7 @@ def split_input(
                 if found:
                     raise ValueError(f"{path.name}: {config.name} has no partitions; give one file of rows")
                 read_csv(path, config)  # empty or unreadable files fail here, with the reason
-                found[""] = path.resolve()
+                found[""] = _copied(path, folder / f"{SINGLE_FILE}.csv") if copy else path.resolve()
                 continue
             frame = read_csv(path, config)
             if not set(columns) <= set(frame.columns):
@@ -174,7 +175,7 @@ def split_input(
                 key = _stem_key(path, columns)
                 if key in found:
                     raise ValueError(f"{path.name}: partition {key} is in another file too")
-                found[key] = path.resolve()
+                found[key] = _copied(path, folder / f"{key}.csv") if copy else path.resolve()
                 continue
             if frame[columns].isna().any().any():
                 raise ValueError(f"{path.name}: rows with a missing partition value in {columns}")
@@ -189,12 +190,22 @@ def split_input(
                     target = folder / f"{key}.csv"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _write_csv_atomic(rows, target)
-                    found[key] = target
+                    found[key] = target.resolve()
+                elif copy:
+                    found[key] = _copied(path, folder / f"{key}.csv")
                 else:
                     found[key] = path.resolve()
         except (DataValidationError, ValueError, ModelKeyError) as exc:
             failed.append(BatchResult(config.name, path.stem, "failed", error=one_line(exc)))
     return found, failed
+
+
+def _copied(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, staging)
+    os.replace(staging, target)
+    return target.resolve()
 
 
 def _write_csv_atomic(frame: pd.DataFrame, target: Path) -> None:
@@ -249,6 +260,7 @@ def plan_batch(
     partitions_dir: Path,
     models_dir: Path,
     version: str | None = None,
+    copy: bool = False,
 ) -> BatchPlan:
     """The plan stage: models downloaded, new rows split per partition, one task per partition."""
     plan = BatchPlan()
@@ -256,7 +268,7 @@ def plan_batch(
         use_case = load_use_case(name, root)
         config = use_case.config
         files = input_files(source, name, len(names) > 1)
-        found, failed = split_input(files, config, partitions_dir)
+        found, failed = split_input(files, config, partitions_dir, copy)
         plan.failed += failed
         model_version, relative = download_models(config.model_name, version, models_dir)
         plan.versions[name] = model_version

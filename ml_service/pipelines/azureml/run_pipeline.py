@@ -33,7 +33,7 @@ from ml_service.pipelines.azureml.builder import (
     validation_errors,
 )
 from ml_service.pipelines.azureml.environment import build_environment, build_parallel_environment, stage_code
-from ml_service.pipelines.definition import PIPELINE_INPUT, training_pipeline
+from ml_service.pipelines.definition import PIPELINE_INPUT, batch_scoring_pipeline, training_pipeline
 from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, SettingsError, load_settings
 from ml_service.util.files import write_json
@@ -94,10 +94,12 @@ def render_pipeline(
     steps: list[str] | None,
     environment: Any,
     parallel_environment: Any = None,
+    pipeline: str = "train",
 ) -> RenderedJob:
     root = project_root(settings.project_root)
     use_cases = use_cases_of(use_case, root)
-    spec = training_pipeline([u.name for u in use_cases], use_case)
+    definition = batch_scoring_pipeline if pipeline == "batch-score" else training_pipeline
+    spec = definition([u.name for u in use_cases], use_case)
     chosen = select_steps(spec, steps)
     inputs = {}
     for step in chosen:
@@ -171,7 +173,9 @@ def render(args: argparse.Namespace, settings: Settings, workdir: Path) -> list[
         use_cases_of(args.use_case, root)  # an unknown use case is named before anything is built
         environment = build_environment(root, settings.aml_environment_name)
         parallel_environment = build_parallel_environment(root, settings.aml_environment_name)
-        rendered = [render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment)]
+        rendered = [
+            render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment, args.pipeline)
+        ]
     for item in rendered:
         check(item)
     return rendered
@@ -341,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--use-case", required=True, help="declared use case(s) or group, comma-separated")
     parser.add_argument("--steps", help="comma-separated steps to run (default: all), e.g. prepare")
+    parser.add_argument(
+        "--pipeline",
+        choices=("train", "batch-score"),
+        default="train",
+        help="which pipeline: training (default) or batch scoring (its input: local/batch/input, make batch-score)",
+    )
     parser.add_argument("--automl", action="store_true", help="Azure ML AutoML jobs instead of the pipeline")
     parser.add_argument("--wait", action="store_true", help="stream the job, then report what it registered")
     phases = parser.add_mutually_exclusive_group()

@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.input is None:
                 raise ValueError("--input is required: a folder or CSV file of new rows")
             names = select_use_cases(args.use_case, project, args.all)
-            plan = plan_batch(names, project, args.input, partitions, models, args.model_version)
+            plan = plan_batch(
+                names, project, args.input, partitions, models, args.model_version, copy=args.stage == "plan"
+            )
             plan.write(partitions)
             missing = [n for n, v in plan.versions.items() if not v]
             for name in missing:
