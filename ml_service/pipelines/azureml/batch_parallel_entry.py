@@ -45,6 +45,7 @@ def init(argv: list[str] | None = None) -> None:
         partitions=partitions,
         models=args.models.resolve(),
         output=args.output.resolve(),
+        root=_REPO,
         tasks={task.data_file: task for task in plan.tasks},
     )
     print(f"batch_parallel_entry: {len(plan.tasks)} planned partition(s) in {partitions}", flush=True)
@@ -66,7 +67,7 @@ def run(mini_batch: list[str]) -> list[str]:
             done.append(json.dumps({"file": relative, "status": "not a planned partition"}))
         else:
             tasks.append(task)
-    for result in score_batch(tasks, _state["partitions"], _state["models"], _state["output"], _REPO):
+    for result in score_batch(tasks, _state["partitions"], _state["models"], _state["output"], _state["root"]):
         if result.status == "failed":
             print(f"batch_parallel_entry: FAILED {result.use_case} {result.key}: {result.error}", file=sys.stderr)
             continue
