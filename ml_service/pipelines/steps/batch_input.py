@@ -31,7 +31,10 @@ def holdout_rows(use_case: LoadedUseCase, raw: Path, destination: Path) -> None:
 
 def write_batch_input(use_case: LoadedUseCase, datastore: Path, output: Path) -> Path:
     """The use case's new rows in `output/<use case>/`, replaced as a whole (a staging folder renamed)."""
-    raw = raw_data(use_case, datastore)
+    # the raw data the models were trained on when the datastore has it (a run with --data-option trained on
+    # other data than the project's default), else the project's own
+    trained_on = datastore / use_case.name / Path(use_case.config.data.path).name
+    raw = trained_on if trained_on.is_file() else raw_data(use_case, datastore)
     target = output / use_case.name
     staging = output / f".{use_case.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
