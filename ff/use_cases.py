@@ -119,6 +119,23 @@ class AutoMLUseCase:
             out.append((result.model, holdout, result.holdout_columns["predicted"]))
         return out
 
+    def predict_many(self, models: list[Any], frame: pd.DataFrame, starts: list[int]) -> list[Any] | None:
+        """Batch scoring of many ridge fast-path partitions stacked in one frame: the calendar and weather
+        features computed once for all, each partition's prediction equal to its `model.predict` on its rows.
+        Anything else: None (one by one)."""
+        if not models or not all(train_automl.is_ridge_fast_path(m) for m in models):
+            return None
+        names, candidates = models[0].steps[0][1].candidate_matrix(frame[list(self.spec.input_columns)])
+        position = {name: i for i, name in enumerate(names)}
+        out: list[Any] = []
+        for model, first, end in zip(models, starts[:-1], starts[1:], strict=True):
+            try:
+                kept = [position[name] for name in model.steps[0][1].feature_names_]
+                out.append(train_automl.predict_ridge_matrix(model, candidates[first:end, kept]))
+            except Exception as exc:  # noqa: BLE001 - one partition's failure is its own
+                out.append(exc)
+        return out
+
     def automl_job(self) -> dict[str, Any]:
         """The same search as an Azure ML AutoML job (cloud mode), in the platform's plain description."""
         automl = self.spec.automl

@@ -20,6 +20,9 @@ Optionally:
 - `fit_many(frame, starts) -> [(model, holdout, predicted) | Exception]`: many partitions stacked in one frame
   (partition i is rows `starts[i]:starts[i+1]`) fitted at once, each result equal to `split`, `fit` and
   `predict` on that partition alone; `None` from it means "not for this configuration, fit one by one";
+- `predict_many(models, frame, starts) -> [predictions | Exception]`: batch scoring of many partitions stacked
+  in one frame (model i for rows `starts[i]:starts[i+1]`), each equal to that model's `predict`; `None`
+  means "predict one by one";
 - `model_code`: files or folders (relative to the project root) whose content decides the model: hashed for
   resume and shipped with every registered model. Default: the use case's whole top-level package.
 - `automl_job()`: a plain description of the same search as an Azure ML AutoML job (cloud mode).

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ml_service.config import UseCaseConfig
@@ -252,7 +253,20 @@ def _write_csv_atomic(frame: pd.DataFrame, target: Path) -> None:
         raise
 
 
-def download_models(model_name: str, version: str | None, models_dir: Path) -> tuple[str, str]:
+def _local_data_folder(client: Any, model: Any) -> Path | None:
+    from urllib.parse import unquote, urlparse
+
+    from ml_service.registry.mlflow_registry import DATA_FOLDER
+
+    uri = client.get_model_version_download_uri(model.name, model.version)
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    folder = Path(unquote(parsed.path)) / DATA_FOLDER
+    return folder if (folder / "manifest.json").is_file() else None
+
+
+def download_models(model_name: str, version: str | None, models_dir: Path, copy: bool = True) -> tuple[str, str]:
     """Download the production version of `model_name` (or `version`) once: (version, folder relative to
     `models_dir`). ("", "") when there is no such version. A folder already downloaded is reused (resume)."""
     from ml_service.registry.mlflow_registry import (
@@ -272,6 +286,12 @@ def download_models(model_name: str, version: str | None, models_dir: Path) -> t
         model = production_model(client, model_name, settings.production_alias)
         if model is None:
             return "", ""
+    if not copy:
+        # a registry on this machine (the local MLflow store): its version folder is read where it is, not
+        # copied (copying 10,000 pickles costs more than scoring them); an Azure ML step (copy) always copies
+        local = _local_data_folder(client, model)
+        if local is not None:
+            return str(model.version), str(local)
     relative = f"{model_name}/v{model.version}"
     target = Path(models_dir) / relative
     if not (target / "manifest.json").is_file():
@@ -303,7 +323,7 @@ def plan_batch(
         files = input_files(source, name, len(names) > 1)
         found, failed = split_input(files, config, partitions_dir, copy)
         plan.failed += failed
-        model_version, relative = download_models(config.model_name, version, models_dir)
+        model_version, relative = download_models(config.model_name, version, models_dir, copy)
         plan.versions[name] = model_version
         for key, path in sorted(found.items()):
             try:
@@ -365,9 +385,9 @@ def _write_parquet_atomic(frame: pd.DataFrame, target: Path, metadata: dict[str,
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(metadata)})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    if not target.parent.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # one writer per partition at a time
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, target)
@@ -379,7 +399,7 @@ def _write_parquet_atomic(frame: pd.DataFrame, target: Path, metadata: dict[str,
 _MANIFESTS: dict[str, dict[str, Any]] = {}
 
 
-def _load_model(models_dir: Path, task: BatchTask) -> tuple[Any, str]:
+def _load_model(models_dir: Path, task: BatchTask, load: bool = True) -> tuple[Any, str]:
     """The partition's model, unpickled now and not kept; and the version it was trained in."""
     if not task.models_dir:
         raise LookupError(f"no production version of model {task.model_name} (train and register it first)")
@@ -390,8 +410,11 @@ def _load_model(models_dir: Path, task: BatchTask) -> tuple[Any, str]:
     if entry is None:
         what = f"partition {task.key}" if task.key else "the model"
         raise LookupError(f"no production model for {what} in {task.model_name} version {task.model_version}")
+    version = str(entry.get("version") or task.model_version)
+    if not load:
+        return None, version
     with (partition_folder(folder, task.key) / MODEL_FILE).open("rb") as handle:
-        return pickle.load(handle), str(entry.get("version") or task.model_version)
+        return pickle.load(handle), version
 
 
 def _task_path(task: BatchTask, partitions_dir: Path) -> Path:
@@ -448,10 +471,41 @@ def _rows_together(
     return parts
 
 
-def _score_one(task: BatchTask, rows: pd.DataFrame, config: UseCaseConfig, models_dir: Path, output: Path) -> int:
-    """Predict one partition's rows with its model and write its Parquet file all-or-nothing; rows written."""
-    model, trained_in = _load_model(models_dir, task)
-    predicted = predictions(model, rows[list(config.input_columns)])
+def _predict_together(
+    use_case: Any, tasks: Sequence[BatchTask], parts: Sequence[pd.DataFrame], models_dir: Path
+) -> list[Any] | None:
+    """The use case's `predict_many` over a worker's batch (its models only: at most a batch in memory), or
+    None (not for these models, or any model missing: one by one, each failure with its reason)."""
+    if not use_case.has("predict_many"):
+        return None
+    try:
+        models = [_load_model(models_dir, task)[0] for task in tasks]
+    except (LookupError, OSError, ModelSetError):
+        return None
+    starts = [0]
+    for part in parts:
+        starts.append(starts[-1] + len(part))
+    frame = pd.concat(parts, ignore_index=True)
+    columns = list(use_case.config.input_columns)
+    out = use_case.implementation.predict_many(models, frame[columns], starts)
+    if out is None or len(out) != len(tasks):
+        return None
+    return [o if isinstance(o, BaseException) else np.asarray(o, dtype=float).reshape(-1) for o in out]
+
+
+def _score_one(
+    task: BatchTask,
+    rows: pd.DataFrame,
+    config: UseCaseConfig,
+    models_dir: Path,
+    output: Path,
+    predicted: Any = None,
+) -> int:
+    """Predict one partition's rows with its model (unless `predicted` already) and write its Parquet file
+    all-or-nothing; rows written."""
+    model, trained_in = _load_model(models_dir, task, load=predicted is None)
+    if predicted is None:
+        predicted = predictions(model, rows[list(config.input_columns)])
     del model  # one model in memory at a time
     if len(predicted) != len(rows):
         raise ValueError(f"the model returned {len(predicted)} predictions for {len(rows)} rows")
@@ -502,6 +556,7 @@ def score_batch(
         paths = [_task_path(t, partitions_dir) for t in own]
         changed = [p for t, p in zip(own, paths, strict=True) if not p.is_file() or file_sha256(p) != t.data_hash]
         together = None if changed else _rows_together(own, paths, config)
+        predicted = _predict_together(load_use_case(name, root), own, together, models_dir) if together else None
         shared = (time.perf_counter() - started) / len(own)
         for position, (index, task, path) in enumerate(zip(indices, own, paths, strict=True)):
             started = time.perf_counter()
@@ -512,7 +567,10 @@ def score_batch(
                     if not path.is_file() or file_sha256(path) != task.data_hash:
                         raise ValueError(f"{path.name} changed since the plan was made")
                     rows = read_new_rows(path, config, task.key)
-                written = _score_one(task, rows, config, models_dir, output)
+                given = predicted[position] if predicted is not None else None
+                if isinstance(given, BaseException):
+                    raise given
+                written = _score_one(task, rows, config, models_dir, output, given)
                 seconds = shared + time.perf_counter() - started
                 results[index] = BatchResult(task.use_case, task.key, "scored", written, task.model_version, seconds)
             except (Exception, ModelSetError) as exc:  # noqa: BLE001 - isolate each partition; reported with its key
