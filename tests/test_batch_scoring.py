@@ -75,6 +75,8 @@ def test_predictions_are_the_registered_models_own_from_a_folder_or_one_file(pro
     np.testing.assert_allclose(combined["prediction"].to_numpy(), expected, rtol=1e-12)
     assert set(combined["model_name"]) == {f"toy/store=s0{i}" for i in range(6)}
     assert set(combined["model_version"]) == {"1"}
+    page = (out / "batch_report.html").read_text()  # the picture: 4 partitions' predictions and the spread
+    assert page.count("<svg") == 5 and "toy/store=s03: prediction" in page and "mean prediction per partition" in page
     one = pd.read_parquet(out / "toy" / "store=s03.parquet")
     assert len(one) == 4 and set(one["store"]) == {"s03"}
 
@@ -119,6 +121,7 @@ def test_bad_partitions_are_reported_one_line_each_and_the_rest_are_scored(proje
     assert parquet_files(out / "toy") == {"store=s00.parquet", "store=s01.parquet"}
     assert set(pd.read_parquet(out / "toy.parquet")["store"]) == {"s00", "s01"}
     assert not leftovers(out)
+    assert "no production model for partition store=s99" in (out / "batch_report.html").read_text()
     assert {f["key"] for f in read_json(out / SUMMARY_FILE)["failed"]} == {
         "store=s99",
         "store=s02",

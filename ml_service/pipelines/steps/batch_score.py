@@ -34,6 +34,7 @@ from ml_service.pipelines.batch import (
     score_batch,
     summary,
 )
+from ml_service.pipelines.batch_report import REPORT_FILE, write_batch_report
 from ml_service.pipelines.steps.common import root, run_step
 from ml_service.pipelines.training import TooManyFailures
 from ml_service.use_case import load_use_case
@@ -108,8 +109,12 @@ def finish(plan: BatchPlan, results: list[BatchResult], scored: Path, output: Pa
             path = target
         combined[name] = {"file": str(path), "rows": rows}
     seconds = time.perf_counter() - started
-    write_json(output / SUMMARY_FILE, {**summary(results, seconds), "combined": combined, "versions": plan.versions})
+    record = {**summary(results, seconds), "combined": combined, "versions": plan.versions}
+    write_json(output / SUMMARY_FILE, record)
+    configs = {name: load_use_case(name, root()).config for name in names}
+    page = write_batch_report(output / REPORT_FILE, record, configs, combined)
     report(results, names, seconds)
+    print(f"batch-score: report {page}")
     if over:
         raise TooManyFailures("; ".join(over))
 
