@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from azure.ai.ml import load_batch_endpoint
+from azure.ai.ml.entities import PipelineComponentBatchDeployment
 
 from ml_service.pipelines import run_train_pipeline
-from ml_service.pipelines.azureml import batch_parallel_entry, builder, environment
+from ml_service.pipelines.azureml import batch_endpoint, batch_parallel_entry, builder, environment
 from ml_service.pipelines.batch import PLAN_FILE, SUMMARY_FILE, BatchPlan
 from ml_service.pipelines.definition import batch_scoring_pipeline
 from ml_service.pipelines.steps import batch_input, batch_score
@@ -212,6 +215,13 @@ def test_the_azure_ml_batch_job_validates_offline_and_its_entry_script_scores_li
     score_node = job.jobs["score"]
     assert score_node.task.entry_script == "ml_service/pipelines/azureml/batch_parallel_entry.py"
     assert score_node.input_data == "${{inputs.partitions}}"  # split by partition file
+
+    # published for reuse: a batch endpoint with a pipeline-component deployment, loaded back by the SDK
+    written = batch_endpoint.write_batch_endpoint(job, tmp_path / "endpoint", "toy", "cpu-cluster")
+    text = yaml.safe_load(written[2].read_text())
+    deployment = PipelineComponentBatchDeployment._load(data=text, yaml_path=written[2])
+    assert deployment.endpoint_name == "toy-batch" == load_batch_endpoint(written[1]).name
+    assert set(deployment.component.jobs) == {"plan", "score", "combine"}
 
     # the cloud's three commands, placeholders replaced by local folders
     partitions, models, scored, final = (tmp_path / n for n in ("partitions", "models", "scored", "final"))

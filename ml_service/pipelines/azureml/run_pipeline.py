@@ -386,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         rendered = render(args, settings, workdir)
         if args.dry_run:
             dry_run(rendered, workdir)
+            if args.pipeline == "batch-score":  # the same pipeline published as a batch endpoint deployment
+                from ml_service.pipelines.azureml.batch_endpoint import write_batch_endpoint
+
+                for path in write_batch_endpoint(
+                    rendered[0].job, workdir, args.use_case, settings.aml_compute_cluster_name
+                ):
+                    print(f"wrote {path} (loads back with the Azure ML SDK)")
             return 0
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
