@@ -142,6 +142,6 @@ def batch_scoring_pipeline(use_cases: list[str], name: str | None = None) -> Pip
     return PipelineSpec(
         f"{label}-batch-scoring",
         f"Batch-score {', '.join(use_cases)} with their production models",
-        {"new_data": "local/batch/input"},
+        {"new_data": "local/batch/input"},  # run_pipeline: <LOCAL_DIR>/batch/input
         (plan, score, combine),
     )

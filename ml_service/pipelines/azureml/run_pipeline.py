@@ -87,6 +87,19 @@ def lineage_variables(settings: Settings, root: Path) -> dict[str, str]:
     return {name: value for name, value in values.items() if value}
 
 
+def batch_input_folder(use_cases: list[LoadedUseCase], settings: Settings) -> Path:
+    """The batch pipeline's new rows: `<LOCAL_DIR>/batch/input` (what `make batch-score` writes), written by the
+    project's `batch_input` for the use cases it lacks."""
+    from ml_service.pipelines.steps.batch_input import write_batch_input
+
+    folder = settings.local_path / "batch" / "input"
+    for use_case in use_cases:
+        if not (folder / use_case.name).is_dir():
+            write_batch_input(use_case, settings.local_path / "datastore", folder)
+            print(f"wrote the new rows of {use_case.name} to {folder / use_case.name} (batch_input)")
+    return folder
+
+
 def render_pipeline(
     use_case: str,
     settings: Settings,
@@ -101,11 +114,14 @@ def render_pipeline(
     definition = batch_scoring_pipeline if pipeline == "batch-score" else training_pipeline
     spec = definition([u.name for u in use_cases], use_case)
     chosen = select_steps(spec, steps)
+    sources = {name: root / path for name, path in spec.inputs.items()}
+    if pipeline == "batch-score":
+        sources["new_data"] = batch_input_folder(use_cases, settings)
     inputs = {}
     for step in chosen:
         for binding in step.inputs.values():
             if binding.source == PIPELINE_INPUT:
-                inputs[binding.name] = copy_input(root / spec.inputs[binding.name], workdir / "inputs" / binding.name)
+                inputs[binding.name] = copy_input(sources[binding.name], workdir / "inputs" / binding.name)
     code = stage_code(root, workdir / "code")
     job = build_pipeline_job(
         spec,

@@ -119,6 +119,13 @@ def finish(plan: BatchPlan, results: list[BatchResult], scored: Path, output: Pa
         raise TooManyFailures("; ".join(over))
 
 
+def _preload(plan: BatchPlan, project: Path) -> None:
+    import pyarrow.parquet  # noqa: F401
+
+    for name in dict.fromkeys(t.use_case for t in plan.tasks):
+        load_use_case(name, project)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 workers=settings.workers,
                 dask_scheduler_address=settings.dask_scheduler_address,
                 on_progress=bar.update,
+                # workers forked after the use cases' code and pyarrow are imported start scoring at once
+                preload=lambda: _preload(plan, project),
             )
         finish(plan, [*plan.failed, *results], args.output, args.output, args.error_threshold, started)
 
