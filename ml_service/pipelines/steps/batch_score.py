@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
         prog="python -m ml_service.pipelines.steps.batch_score",
         description=__doc__.strip().splitlines()[0],
-        epilog="Example: --use-case ff --input local/batch/input --output local/batch/output",
+        epilog="Example: --use-case NAME --input local/batch/input --output local/batch/output",
     )
     cli.add_argument("--use-case", help="declared use case(s) or group(s), comma-separated")
     cli.add_argument("--all", action="store_true", help="every declared use case")
