@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: help setup lock ui run train package serve smoke lint test pipelines-check iac-check clean distclean
+.PHONY: help setup lock ui run train package serve smoke batch-score lint test pipelines-check iac-check clean distclean
 
 help:
 	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
 	@echo "make train  - train every declared use case (USE_CASE=name[,name] for some)"
 	@echo "make test   - set up, lint and run the test suite"
 	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
+	@echo "make batch-score - score new rows (generated) with every production model: local/batch/output (after make run)"
 	@echo "make ui     - the MLflow UI on the local registry at 127.0.0.1:\$${MLFLOW_UI_PORT:-5000}"
 	@echo "make lint | lock | clean"
 
@@ -60,6 +61,16 @@ smoke: setup
 
 serve: package
 	$(PY) -m ml_service.scoring.serve --package local/package
+
+# Batch scoring (docs/batch_scoring.md): new rows for every declared use case (or USE_CASE=name[,name]) written by
+# the project (the energy use cases: the 48 hours after their training data, with weather; any other: its
+# hold-out rows without the label), then every partition scored by its production model. A rerun after an
+# interruption scores only the partitions not yet written.
+BATCH_DIR ?= local/batch
+batch-score: setup
+	$(PY) -m ml_service.pipelines.steps.batch_input $(if $(USE_CASE),--use-case $(USE_CASE),--all) --output $(BATCH_DIR)/input
+	$(PY) -m ml_service.pipelines.steps.batch_score $(if $(USE_CASE),--use-case $(USE_CASE),--all) \
+	  --input $(BATCH_DIR)/input --output $(BATCH_DIR)/output
 
 lint: setup
 	$(VENV)/bin/ruff check .

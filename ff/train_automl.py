@@ -183,6 +183,23 @@ def _predict_ridge_matrix(model: Pipeline, matrix: np.ndarray) -> np.ndarray:
     return (matrix - scaler.mean_) / scaler.scale_ @ ridge.coef_ + ridge.intercept_
 
 
+predict_ridge_matrix = _predict_ridge_matrix
+
+
+def is_ridge_fast_path(model: object) -> bool:
+    """A fitted ridge fast-path pipeline (features with a candidate matrix, StandardScaler, Ridge)."""
+    steps = getattr(model, "steps", None)
+    if not isinstance(steps, list) or len(steps) != 3:
+        return False
+    features, scaler, ridge = (step for _, step in steps)
+    return (
+        hasattr(features, "candidate_matrix")
+        and hasattr(features, "feature_names_")
+        and isinstance(scaler, StandardScaler)
+        and isinstance(ridge, Ridge)
+    )
+
+
 def batch_trainable(use_case: UseCase, fast: bool) -> bool:
     """Whether ``train_ridge_partitions`` can train this use case's partitions together."""
     return fast and use_case.task == "forecasting" and use_case.automl.fast_path.estimator == "ridge"

@@ -28,6 +28,7 @@ class AutoMLUseCase:
 
     def __init__(self, config: Any, params: Params):
         self.spec = Spec.of(config, params)
+        self.partition_columns = tuple(config.partition_columns)
 
     def generate(self, options: dict[str, Any], destination: Path) -> None:
         """Synthetic hourly demand with weather (`ff.data_generator`), seeded: same options, same file."""
@@ -44,6 +45,34 @@ class AutoMLUseCase:
             str(options.get("start", "2016-08-01")),
         )
         write_csv(frame, destination)
+
+    def batch_input(self, options: dict[str, Any], destination: Path) -> None:
+        """New rows to forecast: the `horizon` hours after the training data end, with weather (from the same
+        generator, as a weather forecast would come), one file per region; no demand (that is what is scored).
+        Regression use cases have no future to forecast: None of this, the platform's default applies."""
+        from ff.data_generator import generate_energy, write_csv
+
+        spec = self.spec
+        if spec.task != "forecasting":
+            raise NotImplementedError("regression: the platform scores the hold-out rows")
+        time_column, horizon = spec.time_column, int(spec.horizon or 48)
+        training = pd.read_csv(options["training_data"], usecols=[time_column, *self.partition_columns])
+        end = pd.to_datetime(training[time_column]).max()
+        regions = sorted(training[self.partition_columns[0]].astype(str).unique()) if self.partition_columns else []
+        days = math.ceil(horizon / 24)
+        seed = int(options.get("seed", 42)) + 1  # not the training data's weather draws
+        frame = generate_energy(len(regions), days, seed, str(end + pd.Timedelta(hours=1)))
+        frame = frame.drop(columns=[spec.label])
+        destination.mkdir(parents=True, exist_ok=True)
+        if not regions:
+            write_csv(frame.iloc[:horizon], destination / "data.csv")
+            return
+        column = self.partition_columns[0]
+        frame[column] = frame[column].astype(str)
+        generated = sorted(frame[column].unique())
+        for region, name in zip(generated, regions, strict=True):  # the generator names regions as training did
+            rows = frame[frame[column] == region].iloc[:horizon].assign(**{column: name})
+            write_csv(rows, destination / f"{name}.csv")
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         spec = self.spec
@@ -88,6 +117,23 @@ class AutoMLUseCase:
             else:
                 holdout = self.split(frame.iloc[first:end])[1]
             out.append((result.model, holdout, result.holdout_columns["predicted"]))
+        return out
+
+    def predict_many(self, models: list[Any], frame: pd.DataFrame, starts: list[int]) -> list[Any] | None:
+        """Batch scoring of many ridge fast-path partitions stacked in one frame: the calendar and weather
+        features computed once for all, each partition's prediction equal to its `model.predict` on its rows.
+        Anything else: None (one by one)."""
+        if not models or not all(train_automl.is_ridge_fast_path(m) for m in models):
+            return None
+        names, candidates = models[0].steps[0][1].candidate_matrix(frame[list(self.spec.input_columns)])
+        position = {name: i for i, name in enumerate(names)}
+        out: list[Any] = []
+        for model, first, end in zip(models, starts[:-1], starts[1:], strict=True):
+            try:
+                kept = [position[name] for name in model.steps[0][1].feature_names_]
+                out.append(train_automl.predict_ridge_matrix(model, candidates[first:end, kept]))
+            except Exception as exc:  # noqa: BLE001 - one partition's failure is its own
+                out.append(exc)
         return out
 
     def automl_job(self) -> dict[str, Any]:

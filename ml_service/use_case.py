@@ -13,10 +13,16 @@ Optionally:
 
 - `Params`: a pydantic model for the `model` section (validated once; errors name file, use case and key);
 - `generate(options, destination)`: writes the raw data file when it is missing (sample or synthetic data);
+- `batch_input(options, destination)`: writes new rows to score (CSV files, partition columns included, no
+  label) into the folder `destination`; `options` are `data.generate`'s plus `training_data`, the raw file the
+  models were trained on. Default (or when it raises NotImplementedError): the prepared hold-out rows;
 - `prepare(frame) -> frame`: one partition's checked rows before splitting (sorting, regularising a series);
 - `fit_many(frame, starts) -> [(model, holdout, predicted) | Exception]`: many partitions stacked in one frame
   (partition i is rows `starts[i]:starts[i+1]`) fitted at once, each result equal to `split`, `fit` and
   `predict` on that partition alone; `None` from it means "not for this configuration, fit one by one";
+- `predict_many(models, frame, starts) -> [predictions | Exception]`: batch scoring of many partitions stacked
+  in one frame (model i for rows `starts[i]:starts[i+1]`), each equal to that model's `predict`; `None`
+  means "predict one by one";
 - `model_code`: files or folders (relative to the project root) whose content decides the model: hashed for
   resume and shipped with every registered model. Default: the use case's whole top-level package.
 - `automl_job()`: a plain description of the same search as an Azure ML AutoML job (cloud mode).

@@ -35,8 +35,11 @@ BIN = Path(sys.executable).parent
 PENDING_MODULES: set[str] = set()
 RUN_PIPELINE = "ml_service.pipelines.azureml.run_pipeline"
 STEPS = ("prepare", "train", "evaluate", "register")
-STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS}
+BATCH_STEPS = ("plan", "score", "combine")  # run_pipeline --pipeline batch-score: stages of one step module
+BATCH_MODULE = "ml_service.pipelines.steps.batch_score"
+STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS} | {BATCH_MODULE}
 PARALLEL_ENTRY = "ml_service/pipelines/azureml/parallel_entry.py"
+BATCH_PARALLEL_ENTRY = "ml_service/pipelines/azureml/batch_parallel_entry.py"
 PLACEHOLDER = re.compile(r"\$\{\{[^}]*\}\}")
 
 YAML_DIRS = (REPO / ".pipelines", REPO / "environment_setup")
@@ -380,22 +383,25 @@ def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_hel
     result, folder = dry_runs[tuple(a for a in args if a != "--wait")]
     assert result.returncode == 0, f"{file}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
     job = yaml.safe_load((folder / "pipeline.yml").read_text())
-    steps = (_option(args, "--steps") or ",".join(STEPS)).split(",")
+    batch = _option(args, "--pipeline") == "batch-score"
+    steps = (_option(args, "--steps") or ",".join(BATCH_STEPS if batch else STEPS)).split(",")
     assert list(job["jobs"]) == steps, (file, list(job["jobs"]))
     use_cases = (_option(args, "--use-case") or "").split(",")
     members = [m for name in use_cases for m in declared_groups(REPO).get(name, [name])]
     for name, step in job["jobs"].items():
         component = step["component"]
-        if step["type"] == "parallel":  # the train step: the many-models fan-out as an Azure ML parallel job
-            assert name == "train" and component["task"]["entry_script"] == PARALLEL_ENTRY
-            assert (folder / "code" / PARALLEL_ENTRY).is_file()
+        if step["type"] == "parallel":  # the many-models fan-out (train, or batch score) as an Azure ML parallel job
+            entry = BATCH_PARALLEL_ENTRY if batch else PARALLEL_ENTRY
+            assert name == ("score" if batch else "train") and component["task"]["entry_script"] == entry
+            assert (folder / "code" / entry).is_file()
             continue
         command = shlex.split(PLACEHOLDER.sub("X", component["command"]))
-        assert command[:2] == ["python", "-m"] and command[2] == f"ml_service.pipelines.steps.{name}", command
+        module = BATCH_MODULE if batch else f"ml_service.pipelines.steps.{name}"
+        assert command[:2] == ["python", "-m"] and command[2] == module, command
         used = [a for a in command[3:] if a.startswith("--")]
         unknown = [o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", step_help[command[2]])]
         assert not unknown, f"{command[2]} --help does not list {unknown}, which the job passes"
-        if name == "prepare":  # a group runs as its declared members
+        if name in ("prepare", "plan"):  # a group runs as its declared members
             assert _option(command, "--use-case").split(",") == members, command
         assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
 

@@ -199,3 +199,15 @@ def test_automl_regression_diabetes(diabetes):
     assert list(result.input_schema) == list(DIABETES.input_columns)
     again = train_model(diabetes, DIABETES, fast=True)  # same seeded split, fixed ridge
     np.testing.assert_allclose(again.holdout.actual, result.holdout.actual)
+
+
+def test_predict_many_equals_each_models_own_predict(partitions):
+    """Batch scoring's stacked path: features once for every partition, each prediction that partition's
+    `model.predict`; anything but the ridge fast path is declined (None: the platform predicts one by one)."""
+    models = [fit_one(REGIONS_CASE, frame)[0] for frame in partitions]
+    new_rows = [frame[COLUMNS].tail(48).reset_index(drop=True) for frame in partitions]
+    stacked, starts = _stack(new_rows)
+    together = REGIONS_CASE.implementation.predict_many(models, stacked, starts)
+    for model, rows, predicted in zip(models, new_rows, together, strict=True):
+        np.testing.assert_allclose(predicted, model.predict(rows), rtol=1e-12)
+    assert REGIONS_CASE.implementation.predict_many([object()], stacked.head(1), [0, 1]) is None

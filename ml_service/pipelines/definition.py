@@ -32,6 +32,7 @@ class StepSpec:
     outputs: tuple[str, ...] = ("output",)
     parameters: Mapping[str, str] = field(default_factory=dict)
     kind: str = "command"  # "command", or "parallel" for many-model training
+    entry_script: str = ""  # a parallel step's Azure ML entry script (default: the training one)
 
     def arguments(self, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> list[str]:
         """Command-line arguments, given a value (a path, or a placeholder such as ${{inputs.x}}) per name."""
@@ -103,4 +104,44 @@ def training_pipeline(use_cases: list[str], name: str | None = None) -> Pipeline
         f"Train, evaluate and register {', '.join(use_cases)}",
         {},
         (prepare, train, evaluate, register),
+    )
+
+
+BATCH_SCORE_MODULE = "ml_service.pipelines.steps.batch_score"
+
+
+def batch_scoring_pipeline(use_cases: list[str], name: str | None = None) -> PipelineSpec:
+    """plan (download the production models, split the new rows per partition) → score (parallel: one
+    partition's rows and model at a time) → combine (one Parquet per use case, the summary): the stages of the
+    local batch-score step, run apart. The new rows are the pipeline input `new_data`."""
+    plan = StepSpec(
+        "plan",
+        BATCH_SCORE_MODULE,
+        "download the production models and split the new rows into one file per partition",
+        inputs={"input": Binding(PIPELINE_INPUT, "new_data")},
+        outputs=("partitions", "models"),
+        parameters={"stage": "plan", "use_case": ",".join(use_cases)},
+    )
+    score = StepSpec(
+        "score",
+        BATCH_SCORE_MODULE,
+        "score every partition with its production model in parallel (resumable)",
+        inputs={"partitions": Binding("plan", "partitions"), "models": Binding("plan", "models")},
+        parameters={"stage": "score"},
+        kind="parallel",
+        entry_script="ml_service/pipelines/azureml/batch_parallel_entry.py",
+    )
+    combine = StepSpec(
+        "combine",
+        BATCH_SCORE_MODULE,
+        "one Parquet file of predictions per use case, and the summary",
+        inputs={"partitions": Binding("plan", "partitions"), "scored": Binding("score", "output")},
+        parameters={"stage": "combine"},
+    )
+    label = name or (use_cases[0] if len(use_cases) == 1 else "use-cases")
+    return PipelineSpec(
+        f"{label}-batch-scoring",
+        f"Batch-score {', '.join(use_cases)} with their production models",
+        {"new_data": "local/batch/input"},  # run_pipeline: <LOCAL_DIR>/batch/input
+        (plan, score, combine),
     )

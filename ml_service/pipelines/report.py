@@ -32,7 +32,7 @@ def _frame(width: int, height: int, title: str, left: float, top: float, plot_w:
     )
 
 
-def _histogram(values: list[float], title: str, width: int = 540, height: int = 260) -> str:
+def _histogram(values: list[float], title: str, width: int = 540, height: int = 260, unit: str = "models") -> str:
     """The distribution as an inline SVG bar chart: one chart does not need a plotting library, and importing
     matplotlib would cost the register step about a second."""
     import numpy as np
@@ -45,7 +45,7 @@ def _histogram(values: list[float], title: str, width: int = 540, height: int = 
     for i, count in enumerate(counts):
         h = plot_h * count / tallest
         x, y = left + i * bar_w, top + plot_h - h
-        tip = f"{edges[i]:.4g} to {edges[i + 1]:.4g}: {count} models"
+        tip = f"{edges[i]:.4g} to {edges[i + 1]:.4g}: {count} {unit}"
         bars.append(
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 0.5):.1f}" height="{h:.1f}" fill="#1f77b4">'
             f"<title>{html.escape(tip)}</title></rect>"
@@ -59,7 +59,7 @@ def _histogram(values: list[float], title: str, width: int = 540, height: int = 
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {text}>{tallest}</text>'
         f'<text x="{left - 6}" y="{base}" text-anchor="end" {text}>0</text>'
         f'<text x="14" y="{top + plot_h / 2:.0f}" transform="rotate(-90 14 {top + plot_h / 2:.0f})" '
-        f'text-anchor="middle" {text}>models</text>'
+        f'text-anchor="middle" {text}>{html.escape(unit)}</text>'
         "</svg>"
     )
 

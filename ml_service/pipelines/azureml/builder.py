@@ -174,7 +174,7 @@ def build_pipeline_job(
                 is_deterministic=step.name in reusable,
                 task=RunFunction(
                     code=code_path,
-                    entry_script=PARALLEL_ENTRY_SCRIPT,
+                    entry_script=step.entry_script or PARALLEL_ENTRY_SCRIPT,
                     program_arguments=command_line(parallel_arguments(step)),
                     environment=parallel_environment or environment,
                 ),

@@ -33,7 +33,7 @@ from ml_service.pipelines.azureml.builder import (
     validation_errors,
 )
 from ml_service.pipelines.azureml.environment import build_environment, build_parallel_environment, stage_code
-from ml_service.pipelines.definition import PIPELINE_INPUT, training_pipeline
+from ml_service.pipelines.definition import PIPELINE_INPUT, batch_scoring_pipeline, training_pipeline
 from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, SettingsError, load_settings
 from ml_service.util.files import write_json
@@ -87,6 +87,19 @@ def lineage_variables(settings: Settings, root: Path) -> dict[str, str]:
     return {name: value for name, value in values.items() if value}
 
 
+def batch_input_folder(use_cases: list[LoadedUseCase], settings: Settings) -> Path:
+    """The batch pipeline's new rows: `<LOCAL_DIR>/batch/input` (what `make batch-score` writes), written by the
+    project's `batch_input` for the use cases it lacks."""
+    from ml_service.pipelines.steps.batch_input import write_batch_input
+
+    folder = settings.local_path / "batch" / "input"
+    for use_case in use_cases:
+        if not (folder / use_case.name).is_dir():
+            write_batch_input(use_case, settings.local_path / "datastore", folder)
+            print(f"wrote the new rows of {use_case.name} to {folder / use_case.name} (batch_input)")
+    return folder
+
+
 def render_pipeline(
     use_case: str,
     settings: Settings,
@@ -94,16 +107,21 @@ def render_pipeline(
     steps: list[str] | None,
     environment: Any,
     parallel_environment: Any = None,
+    pipeline: str = "train",
 ) -> RenderedJob:
     root = project_root(settings.project_root)
     use_cases = use_cases_of(use_case, root)
-    spec = training_pipeline([u.name for u in use_cases], use_case)
+    definition = batch_scoring_pipeline if pipeline == "batch-score" else training_pipeline
+    spec = definition([u.name for u in use_cases], use_case)
     chosen = select_steps(spec, steps)
+    sources = {name: root / path for name, path in spec.inputs.items()}
+    if pipeline == "batch-score":
+        sources["new_data"] = batch_input_folder(use_cases, settings)
     inputs = {}
     for step in chosen:
         for binding in step.inputs.values():
             if binding.source == PIPELINE_INPUT:
-                inputs[binding.name] = copy_input(root / spec.inputs[binding.name], workdir / "inputs" / binding.name)
+                inputs[binding.name] = copy_input(sources[binding.name], workdir / "inputs" / binding.name)
     code = stage_code(root, workdir / "code")
     job = build_pipeline_job(
         spec,
@@ -171,7 +189,9 @@ def render(args: argparse.Namespace, settings: Settings, workdir: Path) -> list[
         use_cases_of(args.use_case, root)  # an unknown use case is named before anything is built
         environment = build_environment(root, settings.aml_environment_name)
         parallel_environment = build_parallel_environment(root, settings.aml_environment_name)
-        rendered = [render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment)]
+        rendered = [
+            render_pipeline(args.use_case, settings, workdir, steps, environment, parallel_environment, args.pipeline)
+        ]
     for item in rendered:
         check(item)
     return rendered
@@ -341,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--use-case", required=True, help="declared use case(s) or group, comma-separated")
     parser.add_argument("--steps", help="comma-separated steps to run (default: all), e.g. prepare")
+    parser.add_argument(
+        "--pipeline",
+        choices=("train", "batch-score"),
+        default="train",
+        help="which pipeline: training (default) or batch scoring (its input: local/batch/input, make batch-score)",
+    )
     parser.add_argument("--automl", action="store_true", help="Azure ML AutoML jobs instead of the pipeline")
     parser.add_argument("--wait", action="store_true", help="stream the job, then report what it registered")
     phases = parser.add_mutually_exclusive_group()
@@ -376,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         rendered = render(args, settings, workdir)
         if args.dry_run:
             dry_run(rendered, workdir)
+            if args.pipeline == "batch-score":  # the same pipeline published as a batch endpoint deployment
+                from ml_service.pipelines.azureml.batch_endpoint import write_batch_endpoint
+
+                for path in write_batch_endpoint(
+                    rendered[0].job, workdir, args.use_case, settings.aml_compute_cluster_name
+                ):
+                    print(f"wrote {path} (loads back with the Azure ML SDK)")
             return 0
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -1,0 +1,129 @@
+"""Benchmark of batch scoring: the batch-score step on N partition models (the ff regions use case, trained and
+registered first, untimed) against a bare loop that loads each model and calls `predict`.
+
+Set-up (untimed): prepare → train → evaluate → register N models on a fresh LOCAL_DIR, then `batch_input` writes
+the 48 hours after the training data (with weather) for every region, one CSV each.
+
+Timed, in one run:
+  full - `python -m ml_service.pipelines.steps.batch_score` as its own process (start-up and imports included):
+         download the production model set from the registry, plan, score every partition in a process pool
+         (checked input types, one model in memory per worker at a time), write one Parquet per partition
+         atomically, combine into one Parquet, summary; peak memory of the process tree (sampled);
+  bare - one process, one loop over the same files and the same downloaded models: read the CSV, unpickle the
+         partition's model, predict; nothing checked, nothing written; imports done before the clock starts. Half
+         runs before the full run and half after (a shared host's speed drifts).
+Prints bare / full (above 1: the step is faster than the bare loop).
+
+    .venv/bin/python bench/bench_batch_scoring.py --models 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_many_models import TreeMemory, seed_registry, step  # noqa: E402
+
+NAME = "nyc_energy_regions_model"
+
+
+def bare_loop(files: list[Path], models: Path) -> tuple[float, int]:
+    """Read each partition's rows, load its model, predict: seconds and rows."""
+    import pandas as pd
+
+    from ml_service.registry.mlops_pyfunc_model import key_folder
+
+    started = time.perf_counter()
+    rows = 0
+    for path in files:
+        frame = pd.read_csv(path, parse_dates=["timeStamp"])
+        key = f"region={path.stem}"
+        with (models / key_folder(key) / "model.pkl").open("rb") as handle:
+            model = pickle.load(handle)
+        rows += len(model.predict(frame[["timeStamp", "precip", "temp"]]))
+    return time.perf_counter() - started, rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=2000, help="partitions (default %(default)s)")
+    parser.add_argument("--days", type=int, default=14, help="days of training data per partition")
+    parser.add_argument("--workers", type=int, default=0, help="MAX_WORKERS (0: one per core)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    local = work / "local"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOCAL_DIR": str(local),
+        "MAX_WORKERS": str(args.workers),
+        "MLFLOW_TRACKING_URI": "",
+        "DASK_SCHEDULER_ADDRESS": "",
+    }
+    os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
+    print(f"bench: {args.models} partition models x 48 rows, {os.cpu_count()} cores, work folder {work}", flush=True)
+    data = ["--use-case", NAME, "--data-option", f"partitions={args.models}", "--data-option", f"days={args.days}"]
+    prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))
+    new_rows, out = work / "new", work / "out"
+    try:
+        seed_registry(local)
+        print("set-up (untimed):")
+        step("prepare", env, *data, "--output", str(prepared))
+        step("train", env, "--prepared", str(prepared), "--output", str(trained))
+        step("evaluate", env, "--trained", str(trained), "--output", str(decisions))
+        step("register", env, "--trained", str(trained), "--decisions", str(decisions), "--output", str(registered))
+        step("batch_input", env, "--use-case", NAME, "--output", str(new_rows))
+        files = sorted((new_rows / NAME).glob("*.csv"))
+        if len(files) != args.models:
+            sys.exit(f"batch_input wrote {len(files)} files for {args.models} partitions")
+
+        from ml_service.registry.mlflow_registry import connect, download_data, production_model
+        from ml_service.util.env_variables import load_settings
+
+        client = connect(load_settings())
+        models = download_data(client, production_model(client, NAME, "production"), work / "bare-model")
+        bare_loop(files[:20], models)  # imports and first-call costs out of the clock
+        half = len(files) // 2
+        print("timed:")
+        first, rows_first = bare_loop(files[:half], models)
+        import psutil
+
+        bench_rss = psutil.Process().memory_info().rss  # this process is in the sampled tree: reported apart
+        with TreeMemory() as memory:
+            full = step("batch_score", env, "--use-case", NAME, "--input", str(new_rows), "--output", str(out))
+        second, rows_second = bare_loop(files[half:], models)
+        bare = first + second
+        import pandas as pd
+
+        combined = pd.read_parquet(out / f"{NAME}.parquet", columns=["prediction"])
+        if len(combined) != rows_first + rows_second:
+            sys.exit(f"the step wrote {len(combined)} rows, the bare loop predicted {rows_first + rows_second}")
+        print(f"batch-score step (own process, end to end): {full:.2f} s  ({args.models / full:.0f} partitions/s)")
+        print(f"bare loop (read, unpickle, predict; nothing written): {bare:.2f} s ({args.models / bare:.0f}/s)")
+        print(f"bare / full: {bare / full:.2f}x (target >= 2x on 2 cores)")
+        print(
+            f"peak memory of the batch-score processes (step + workers, sampled): "
+            f"{(memory.peak - bench_rss) / 2**20:.0f} MB (the bench process, {bench_rss / 2**20:.0f} MB, left out); "
+            f"the model set on disk {sum(p.stat().st_size for p in models.rglob('*')) / 2**20:.0f} MB"
+        )
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
