@@ -77,16 +77,23 @@ SAMPLES = (
     ),
 )
 
-# What each CI system owns: kept with --ci of that system (or both), deleted otherwise.
+# What each CI system owns: kept with --ci of that system (or both), deleted otherwise. A file listed under both
+# systems (the tests of their parity) is kept only with --ci both.
+PARITY_TESTS = "tests/test_ci_parity.py"
 CI_FILES = {
     "azure-devops": (
         ".pipelines/*",
-        # the Azure DevOps pipelines of the infrastructure (the IaC, and environments.yml both systems read, stay)
+        # the Azure DevOps pipelines of the infrastructure and their step template and script (the IaC, and
+        # environments.yml both systems read, stay)
         "environment_setup/docker-image-pipeline.yml",
         "environment_setup/iac-*.yml",
+        "environment_setup/terraform-install-steps.yml",
+        "environment_setup/keyvault_create_mode.sh",
         "tests/test_pipelines_yaml.py",
+        "tests/test_iac_azure_devops.py",
+        PARITY_TESTS,
     ),
-    "github": (".github/*", "tests/test_github_workflows.py"),
+    "github": (".github/*", "tests/test_github_workflows.py", PARITY_TESTS),
 }
 CI_CHOICES = ("azure-devops", "github", "both")
 

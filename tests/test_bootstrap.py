@@ -96,6 +96,11 @@ def test_plan_against_this_template(ci: str) -> None:
     assert bool(kept_ado) == (ci != "github" and bool(ado))
     assert bool(kept_github) == (ci != "azure-devops" and bool(github))
     assert ("tests/test_pipelines_yaml.py" in plan.copied) == (ci != "github")
+    assert ("tests/test_iac_azure_devops.py" in plan.copied) == (ci != "github")
+    assert ("tests/test_github_workflows.py" in plan.copied) == (ci != "azure-devops")
+    assert ("tests/test_ci_parity.py" in plan.copied) == (ci == "both")
+    # what the kept CI tests read is kept with them
+    assert ("environment_setup/keyvault_create_mode.sh" in plan.copied) == (ci != "github")
     expected_copies = {
         p: p.replace("diabetes_regression", "churn")
         for p in (kept_ado + kept_github + list(plan.deleted))

@@ -8,14 +8,17 @@ GitHub is not reachable from here, so these tests check what can be checked with
 - every job that touches Azure runs in a GitHub environment, production ones in `prod` or `infrastructure`;
 - an Azure ML run is submit / wait (signed in with a credential that renews its OIDC token) / check in one job,
   whose output `registered` gates every deployment ("nothing promoted" is a success that deploys nothing);
-- parity: every `python -m` command a workflow runs is one the Azure DevOps YAML runs too, with the same
-  options, and every `make` target is a Makefile target. (That those modules answer --help with those options
-  is checked once, for the Azure DevOps calls, in test_pipelines_yaml.py; the subset relation carries it over.)
+- every `make` target is a Makefile target, and every `python -m` module answers --help with the options the
+  workflows pass (with Azure DevOps kept too, test_ci_parity.py checks the workflows run the Azure DevOps YAML's
+  commands with the same options, and test_pipelines_yaml.py checks those against --help).
+The expected workflows are the platform's, and for the use cases derived from the declaration (pyproject.toml),
+never named here: a bootstrapped project has its own.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +29,6 @@ import yaml
 from tests.conftest import REPO_ROOT as REPO
 
 BIN = Path(sys.executable).parent
-# The Azure DevOps YAML (a project bootstrapped for GitHub Actions only has none: the parity tests then skip,
-# and the commands are checked against their --help here instead).
-ADO_FILES = sorted(p for d in (REPO / ".pipelines", REPO / "environment_setup") if d.is_dir() for p in d.rglob("*.yml"))
 PYTHON_M = re.compile(r"(?<![\w/.-])python(?:3(?:\.11)?)?\s+-m\s+([A-Za-z_][\w.]*)(.*)")
 MAKE = re.compile(r"(?<![\w/.-])make\s+([A-Za-z][\w-]*)")
 OPTION = re.compile(r"(?<!\S)(--[A-Za-z][\w-]*)")
@@ -94,26 +94,47 @@ def _python_m_calls(paths) -> dict[str, list[tuple[str, frozenset[str]]]]:
 
 
 GITHUB_CALLS = _python_m_calls(FILES)
-ADO_CALLS = _python_m_calls(ADO_FILES)
-needs_azure_devops = pytest.mark.skipif(not ADO_FILES, reason="no Azure DevOps YAML in this project")
+# The parity tests (kept only where both CI systems are) carry the --help check of test_pipelines_yaml.py over.
+PARITY_CHECKED = (REPO / "tests" / "test_ci_parity.py").is_file() and (
+    REPO / "tests" / "test_pipelines_yaml.py"
+).is_file()
 
 
 def test_the_expected_workflows_exist():
     names = {p.name for p in WORKFLOWS}
-    expected = {
-        "pr.yml",
-        "diabetes_regression-ci.yml",
-        "ff-prepare-data.yml",
-        "ff-build-train.yml",
-        "ff-deploy-aci.yml",
-        "ff-deploy-webapp.yml",
-        "promote.yml",
-        "iac-bicep.yml",
-        "iac-terraform.yml",
-        "iac-remove.yml",
-    }
+    expected = {"pr.yml", "promote.yml", "iac-bicep.yml", "iac-terraform.yml", "iac-remove.yml"}
+    expected |= {"_azure-ml-run.yml", "_deploy.yml", "_model-ci.yml", "_promote.yml"}  # the reusable ones
     assert expected <= names, sorted(expected - names)
     assert {p.parent.name for p in ACTIONS} >= {"setup-python", "azure-python", "resolve-environment", "smoke-test"}
+
+
+def _azure_ml_runs() -> list[tuple[str, dict]]:
+    """(workflow, the `with:` of the job) for every job that calls the Azure ML run workflow."""
+    return [
+        (_rel(path), job.get("with") or {})
+        for path in WORKFLOWS
+        for job in _jobs(path).values()
+        if job.get("uses") == "./.github/workflows/_azure-ml-run.yml"
+    ]
+
+
+def test_every_declared_use_case_is_trained_by_a_workflow():
+    """Each group, and each use case in no group, has a workflow whose Azure ML run trains it; every run names
+    declared use cases or groups."""
+    from ml_service.config import declared_groups, declared_use_cases
+
+    groups = declared_groups(REPO)
+    grouped = {member for members in groups.values() for member in members}
+    known = set(groups) | set(declared_use_cases(REPO))
+    trained = set()
+    for where, inputs in _azure_ml_runs():
+        names = str(inputs.get("use-case", "")).split(",")
+        assert names != [""] and set(names) <= known, (where, names, sorted(known))
+        steps = re.search(r"--steps\s+(\S+)", str(inputs.get("extra-arguments", "")))
+        if steps is None or "train" in steps.group(1).split(","):
+            trained |= set(names)
+    expected = set(groups) | (set(declared_use_cases(REPO)) - grouped)
+    assert expected <= trained, f"no workflow trains {sorted(expected - trained)}"
 
 
 def test_actionlint_passes_every_workflow():
@@ -208,8 +229,15 @@ def test_production_is_behind_a_protected_environment():
     assert promote["deploy-prod"]["with"]["environment"] == "prod"
     assert promote["deploy-prod"]["needs"] == "deploy-test"
     assert promote["deploy-test"]["with"]["environment"] == "test"
-    webapp = _jobs(REPO / ".github/workflows/ff-deploy-webapp.yml")["deploy-webapp"]
-    assert webapp["with"]["environment"] == "prod" and webapp["with"]["package-from"] == "artifact"
+    # The Web App is production: every job deploying it does so in `prod`.
+    webapps = [
+        (_rel(path), name, job)
+        for path in WORKFLOWS
+        for name, job in _jobs(path).items()
+        if job.get("uses") == "./.github/workflows/_deploy.yml" and (job.get("with") or {}).get("target") == "webapp"
+    ]
+    assert webapps, "no workflow deploys the Web App"
+    assert all(job["with"].get("environment") == "prod" for _, _, job in webapps), webapps
     for name in ("iac-bicep.yml", "iac-terraform.yml", "iac-remove.yml"):
         jobs = _jobs(REPO / ".github/workflows" / name)
         assert all(job.get("environment") == "infrastructure" for job in jobs.values()), name
@@ -278,42 +306,31 @@ def test_deployments_run_only_when_the_run_registered_a_model():
                     gated += 1
                     assert job.get("if") == f"needs.{train}.outputs.registered == 'true'", f"{_rel(path)}: {name}"
     assert gated >= 1  # the CI workflow of each use case deploys after training
-    prepare = REPO / ".github/workflows/ff-prepare-data.yml"
-    if prepare.exists():  # the ff sample (a bootstrapped project has none)
-        assert _jobs(prepare)["prepare"]["with"]["extra-arguments"] == "--steps prepare"
-        train = _jobs(REPO / ".github/workflows/ff-build-train.yml")
-        assert train["deploy-qa"]["uses"] == "./.github/workflows/ff-deploy-aci.yml"
-        assert train["deploy-qa"]["if"] == "needs.train.outputs.registered == 'true'"
-        # Nothing starts the ff deployments behind that condition's back: GitHub's workflow_run cannot filter on
-        # what the build-train run registered (Azure DevOps' tag trigger can), so they are called, not triggered.
-        for name in ("ff-deploy-aci.yml", "ff-deploy-webapp.yml"):
-            on = _load(REPO / ".github/workflows" / name)["on"]
-            assert "workflow_run" not in on and "workflow_call" in on, name
-        aci = _jobs(REPO / ".github/workflows/ff-deploy-aci.yml")
-        assert aci["deploy-webapp"]["needs"] == "deploy-qa"
-        assert aci["deploy-webapp"]["uses"] == "./.github/workflows/ff-deploy-webapp.yml"
 
 
-@needs_azure_devops
-def test_smoke_test_timeouts_are_the_azure_devops_ones():
-    """The default wait of the smoke test and the Web App's longer one (App Service's container start limit)."""
-    template = yaml.safe_load((REPO / ".pipelines/templates/smoke-test-template.yml").read_text())
-    ado_default = next(p["default"] for p in template["parameters"] if p["name"] == "timeoutSeconds")
-    ado_webapp = {t for p in ADO_FILES for t in re.findall(r'timeoutSeconds: "(\d+)"', p.read_text())}
-    action = _load(REPO / ".github/actions/smoke-test/action.yml")
-    assert action["inputs"]["timeout-seconds"]["default"] == ado_default
-    smoke = [
-        s
-        for s in _steps(_load(REPO / ".github/workflows/_deploy.yml"))
-        if s.get("uses") == "./.github/actions/smoke-test"
-    ]
-    webapp = [s for s in smoke if "webapp" in s["if"]]
-    assert len(webapp) == 1 and "aci" not in webapp[0]["if"]
-    assert {webapp[0]["with"]["timeout-seconds"]} == ado_webapp == {"660"}
-    assert all("timeout-seconds" not in s["with"] for s in smoke if s is not webapp[0])
+def test_what_runs_behind_the_registered_gate_is_only_called():
+    """A workflow reached from a deployment job behind `registered == 'true'` (directly or through the workflows
+    it calls) is started only by being called: GitHub's workflow_run cannot filter on what a run registered
+    (Azure DevOps' tag trigger can), so a trigger of its own would deploy when nothing was promoted."""
+    by_name = {f"./.github/workflows/{p.name}": p for p in WORKFLOWS}
+    behind = []
+    for path in WORKFLOWS:
+        jobs = _jobs(path)
+        trains = {n for n, job in jobs.items() if job.get("uses") == "./.github/workflows/_azure-ml-run.yml"}
+        behind += [job["uses"] for job in jobs.values() if set(_needs(job)) & trains and job.get("uses") in by_name]
+    assert behind, "no workflow is called behind an Azure ML run"
+    seen: set[str] = set()
+    while behind:
+        called = behind.pop()
+        if called in seen:
+            continue
+        seen.add(called)
+        on = _load(by_name[called])["on"]
+        assert "workflow_call" in on and "workflow_run" not in on, called
+        behind += [j["uses"] for j in _jobs(by_name[called]).values() if j.get("uses") in by_name]
 
 
-# --- parity with the Azure DevOps YAML ---------------------------------------------------------------
+# --- the commands -------------------------------------------------------------------------------------
 
 
 def test_workflows_run_ml_service_commands():
@@ -328,31 +345,6 @@ def test_workflows_run_ml_service_commands():
         "ml_service.registry.azureml_promote",
     ):
         assert module in GITHUB_CALLS, module
-
-
-@needs_azure_devops
-@pytest.mark.parametrize("module", sorted(GITHUB_CALLS))
-def test_each_command_is_one_azure_devops_runs_with_the_same_options(module):
-    if module.split(".")[0] not in ("ml_service", "pytest"):
-        assert module == "pip", f"python -m {module}: not a command of the project"
-        return
-    assert module in ADO_CALLS, f"python -m {module} is run by GitHub workflows but not by .pipelines/"
-    ado_option_sets = {options for _, options in ADO_CALLS[module]}
-    for where, options in GITHUB_CALLS[module]:
-        assert options in ado_option_sets, (
-            f"{where}: python -m {module} {sorted(options)}; "
-            f"the Azure DevOps YAML passes {sorted(map(sorted, ado_option_sets))}"
-        )
-
-
-@needs_azure_devops
-def test_each_stage_of_azure_devops_has_a_workflow():
-    """The other direction: every command Azure DevOps runs, GitHub Actions runs too."""
-    missing = sorted(m for m in ADO_CALLS if m.split(".")[0] == "ml_service" and m not in GITHUB_CALLS)
-    assert not missing, missing
-    for module in ("ml_service.pipelines.azureml.run_pipeline", "ml_service.scoring.deploy.online_endpoint"):
-        github = {options for _, options in GITHUB_CALLS[module]}
-        assert {options for _, options in ADO_CALLS[module]} <= github, module
 
 
 def test_make_targets_exist():
@@ -375,17 +367,8 @@ def test_run_steps_call_only_known_tools():
     assert not unknown, sorted(unknown)
 
 
-@needs_azure_devops
-def test_environments_step_reads_the_same_file_on_both_sides():
-    github = (REPO / ".github/actions/azure-python/action.yml").read_text()
-    azure_devops = (REPO / ".pipelines/templates/azure-python-step-template.yml").read_text()
-    for text, command in ((github, "${{ inputs.command }}"), (azure_devops, "${{ parameters.command }}\n")):
-        assert 'eval "$(python -m ml_service.util.environments --branch ' in text
-        assert text.index("ml_service.util.environments --branch") < text.rindex(command)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(bool(ADO_FILES), reason="checked for the same calls by test_pipelines_yaml.py")
+@pytest.mark.skipif(PARITY_CHECKED, reason="the same calls as Azure DevOps (test_ci_parity.py), checked there")
 @pytest.mark.parametrize("module", sorted(m for m in GITHUB_CALLS if m.startswith("ml_service.")))
 def test_ml_service_command_answers_help_with_the_options_used(module):
     result = subprocess.run(
@@ -394,3 +377,30 @@ def test_ml_service_command_answers_help_with_the_options_used(module):
     assert result.returncode == 0, result.stdout + result.stderr
     used = set().union(*(options for _, options in GITHUB_CALLS[module]))
     assert not sorted(o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", result.stdout))
+
+
+DEPLOYERS = ("aci", "online_endpoint", "webapp")
+
+
+def _command_option(command: str, name: str) -> str | None:
+    words = shlex.split(command)
+    return words[words.index(name) + 1] if name in words else None
+
+
+def test_github_deployments_deploy_the_image_built_once():
+    """_deploy.yml builds the image only for a package made in the job, before publishing the package (so the
+    artifact carries image.json), and every deployment deploys that recorded image."""
+    doc = _load(REPO / ".github/workflows/_deploy.yml")
+    steps = doc["jobs"]["deploy"]["steps"]
+    names = [s.get("name") for s in steps]
+    build = steps[names.index("Build the scoring image once (recorded by digest)")]
+    assert build["if"] == "inputs.package-from != 'artifact'"
+    publish = names.index("Publish the scoring package")
+    assert names.index(build["name"]) < publish and steps[publish]["with"]["path"] == "${{ runner.temp }}/package/"
+    assert _command_option(build["with"]["command"], "--image-file") == "${RUNNER_TEMP}/package/image.json"
+    deploys = [s for s in steps if any(f"ml_service.scoring.deploy.{d}" in str(s.get("with", {})) for d in DEPLOYERS)]
+    assert len(deploys) == 4
+    for step in deploys:
+        command = step["with"]["command"]
+        assert _command_option(command, "--image-file") == "${RUNNER_TEMP}/package/image.json", step["name"]
+        assert names.index(step["name"]) > publish
