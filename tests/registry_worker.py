@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def create_then_stop(*a, **k):
         version = create(*a, **k)
-        (gates / f"{args.tag}.created").write_text(str(version.version))
+        (gates / f"{args.tag}.created.tmp").write_text(str(version.version))
+        os.replace(gates / f"{args.tag}.created.tmp", gates / f"{args.tag}.created")  # seen whole or not at all
         if args.kill_after_create:
             os.kill(os.getpid(), signal.SIGKILL)
         if args.stop_after_create:
@@ -142,7 +143,9 @@ def serve() -> int:
             with lock:
                 out = outputs.pop(pid, None)
             if out is not None:
-                Path(out + ".rc").write_text(str(os.waitstatus_to_exitcode(status)))
+                # written whole, then renamed: the test waits for the file to exist and reads it at once
+                Path(out + ".rc.tmp").write_text(str(os.waitstatus_to_exitcode(status)))
+                os.replace(out + ".rc.tmp", out + ".rc")
 
     threading.Thread(target=reap, daemon=True).start()
     print("ready", flush=True)
