@@ -487,6 +487,14 @@ def bootstrap(args: argparse.Namespace, template: Path = TEMPLATE_ROOT) -> Plan:
         for source, copy in plan.ci_copies.items():
             sample = next(s.folder for s in SAMPLES if source in s.ci_pipelines)
             (staging / copy).write_text((template / source).read_text().replace(sample, args.name))
+            # other pipelines that start after the sample's (promote.yml) now start after the copy: the one
+            # reference is the pipeline's file name, replaced exactly
+            old_name, new_name = Path(source).stem, Path(copy).stem
+            for rel in plan.copied:
+                if rel.startswith((".pipelines/", ".github/workflows/")) and rel.endswith((".yml", ".yaml")):
+                    text = (staging / rel).read_text()
+                    if old_name in text:
+                        (staging / rel).write_text(text.replace(old_name, new_name))
         write_starter(kind, staging, args.name, args.partition_column)
         declaration = staging / DECLARATION_FILE
         text = edit_declaration(
