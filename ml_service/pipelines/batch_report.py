@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ml_service.config import UseCaseConfig
-from ml_service.pipelines.report import _histogram, _label, _table
+from ml_service.pipelines.report import _frame, _histogram, _label, _table
 from ml_service.util.files import write_atomic
 
 REPORT_FILE = "batch_report.html"
@@ -41,12 +41,7 @@ def forecast_chart(times: Sequence[Any] | None, values: np.ndarray, title: str, 
     last = str(times[-1]) if times is not None else f"row {len(values)}"
     base = top + plot_h
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(title)}">'
-        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-family="sans-serif" font-size="13">'
-        f"{html.escape(title)}</text>"
-        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#333"/>'
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#333"/>'
+        f"{_frame(width, height, title, left, top, plot_w, base)}"
         f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{points}">'
         "<title>prediction</title></polyline>"
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" {text}>{_label(high)}</text>'

@@ -52,21 +52,10 @@ def init(argv: list[str] | None = None) -> None:
 
 
 def run(mini_batch: list[str]) -> list[str]:
+    from ml_service.pipelines.azureml.parallel_entry import planned_items
     from ml_service.pipelines.batch import score_batch
 
-    done: list[str] = []
-    tasks = []
-    for item in mini_batch:
-        path = Path(item).resolve()
-        try:
-            relative = path.relative_to(_state["partitions"]).as_posix()
-        except ValueError:
-            relative = path.name
-        task = _state["tasks"].get(relative)
-        if task is None:
-            done.append(json.dumps({"file": relative, "status": "not a planned partition"}))
-        else:
-            tasks.append(task)
+    done, tasks = planned_items(mini_batch, _state["partitions"], _state["tasks"], "not a planned partition")
     for result in score_batch(tasks, _state["partitions"], _state["models"], _state["output"], _state["root"]):
         if result.status == "failed":
             print(f"batch_parallel_entry: FAILED {result.use_case} {result.key}: {result.error}", file=sys.stderr)

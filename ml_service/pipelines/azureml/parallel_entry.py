@@ -54,23 +54,30 @@ def init(argv: list[str] | None = None) -> None:
     print(f"parallel_entry: {len(_state['tasks'])} planned model(s) in {prepared}", flush=True)
 
 
-def run(mini_batch: list[str]) -> list[str]:
-    """Train the models of the mini-batch; one JSON line per processed file (failures are left out)."""
-    from ml_service.pipelines.training import train_batch
-
+def planned_items(mini_batch: list[str], folder: Path, planned: dict[str, Any], unplanned: str):
+    """The mini-batch's files that are planned tasks (by their path relative to `folder`), and one acknowledgement
+    line for each of the others (the plan itself, anything else Azure ML hands over)."""
     done: list[str] = []
     tasks = []
     for item in mini_batch:
         path = Path(item).resolve()
         try:
-            relative = path.relative_to(_state["prepared"]).as_posix()
+            relative = path.relative_to(folder).as_posix()
         except ValueError:
             relative = path.name
-        task = _state["tasks"].get(relative)
+        task = planned.get(relative)
         if task is None:
-            done.append(json.dumps({"file": relative, "status": "not a planned model"}))
+            done.append(json.dumps({"file": relative, "status": unplanned}))
         else:
             tasks.append(task)
+    return done, tasks
+
+
+def run(mini_batch: list[str]) -> list[str]:
+    """Train the models of the mini-batch; one JSON line per processed file (failures are left out)."""
+    from ml_service.pipelines.training import train_batch
+
+    done, tasks = planned_items(mini_batch, _state["prepared"], _state["tasks"], "not a planned model")
     # the local step's batch function: partitions on the ridge fast path train together, each failure is its own
     for result in train_batch(tasks, _state["prepared"], _state["output"], _state["root"]):
         if result.status == "failed":
