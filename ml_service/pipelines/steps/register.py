@@ -23,7 +23,7 @@ from ml_service.registry.mlflow_model import save_mlflow_model
 from ml_service.registry.model_set import SINGLE_KEY, partition_folder, write_manifest
 from ml_service.use_case import LoadedUseCase, load_use_case
 from ml_service.util.env_variables import Settings, load_settings
-from ml_service.util.files import folder_sha256, read_json, write_json
+from ml_service.util.files import file_sha256, read_json, write_json
 from ml_service.util.lineage import lineage_tags
 
 REGISTERED_FILE = "registered.json"
@@ -86,7 +86,8 @@ def build_data_folder(
             assert production_data is not None
             source = partition_folder(production_data, key)
         _link_or_copy(source / MODEL_FILE, partition_folder(folder, key) / MODEL_FILE)
-        entry["sha256"] = folder_sha256(partition_folder(folder, key))
+        # the one file a partition folder holds (hashing it directly: rglob per folder costs ~0.2 ms x 10,000)
+        entry["sha256"] = {MODEL_FILE: file_sha256(partition_folder(folder, key) / MODEL_FILE)}
     allowed = {c: list(s.allowed) for c, s in config.columns.items() if s.allowed is not None}
     extra = {
         "label": config.label,
