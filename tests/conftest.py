@@ -120,3 +120,15 @@ def yaml_mappings(node):
     elif isinstance(node, list):
         for item in node:
             yield from yaml_mappings(item)
+
+
+def yaml_strings(node):
+    """Every string in a loaded YAML document, recursively (commands, scripts, conditions)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from yaml_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from yaml_strings(item)

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import yaml_strings as _strings
 
 BIN = Path(sys.executable).parent
 PYTHON_M = re.compile(r"(?<![\w/.-])python(?:3(?:\.11)?)?\s+-m\s+([A-Za-z_][\w.]*)(.*)")
@@ -43,17 +44,6 @@ OTHER_TOOLS |= {"if", "then", "else", "fi", "for", "do", "done"}
 # actionlint (the kjanat fork) messages that are not problems of these files: a rule of the fork about a key
 # GitHub's schema does not have, and azure/login, whose latest major still runs on node20.
 ACTIONLINT_IGNORE = ("no explicit cache access limit", 'update the version of action "azure/login@v2"')
-
-
-def _strings(node):
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
 
 
 def _load(path: Path):

@@ -26,6 +26,7 @@ from ml_service.config import declared_groups, declared_use_cases
 from tests.conftest import REPO_ROOT as REPO
 from tests.conftest import run_module
 from tests.conftest import yaml_mappings as _mappings
+from tests.conftest import yaml_strings as _strings
 
 BIN = Path(sys.executable).parent
 
@@ -87,17 +88,6 @@ def _walk(node, key=None):
     elif isinstance(node, list):
         for item in node:
             yield from _walk(item, key)
-
-
-def _strings(node):
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
 
 
 def _python_m_calls() -> dict[str, list[tuple[str, set[str]]]]:
