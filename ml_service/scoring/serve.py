@@ -88,7 +88,7 @@ def tune_gc() -> None:
     catalogue: hundreds of thousands of objects) moves to the permanent generation, so Python's full collections,
     triggered by the allocations every request makes, no longer walk it; and young collections run less often (a
     request allocates thousands of short-lived objects, most freed by reference counting; the default threshold of
-    700 ran a collection every few requests). Measured with wrk, 32 connections, one worker, the diabetes Ridge:
+    700 ran a collection every few requests). Measured with wrk, 32 connections, one worker, a Ridge model:
     p99 124 ms -> 20 ms; /health p99 63 ms -> 10 ms."""
     gc.collect()
     gc.freeze()
