@@ -213,10 +213,13 @@ def stop(process: subprocess.Popen) -> str:
 def serve_package(folder: Path, env: dict, port: int | None = None, *extra: str) -> tuple[subprocess.Popen, str]:
     """The packaged service as its container runs it: only the package folder on the path, on 127.0.0.1."""
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    port = port or free_port()
-    process = start_process(
-        ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port), *extra], env, folder
-    )
+    return _serve(folder, env, port or free_port(), folder, extra)
+
+
+def _serve(folder: Path, env: dict, port: int, cwd: Path, extra) -> tuple[subprocess.Popen, str]:
+    """`serve --package folder` on 127.0.0.1:port, started from `cwd`; returns once /health answers."""
+    command = ["-m", "ml_service.scoring.serve", "--package", str(folder), "--port", str(port), *extra]
+    process = start_process(command, env, cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
@@ -295,15 +298,4 @@ def write_package(root: Path, folders: dict[str, Path]) -> Path:
 
 def serve_test_package(root: Path, env: dict, *extra: str) -> tuple[subprocess.Popen, str]:
     """``serve --package root`` on 127.0.0.1 with the repository importable (test models live in tests/)."""
-    port = free_port()
-    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
-    process = start_process(
-        ["-m", "ml_service.scoring.serve", "--package", str(root), "--port", str(port), *extra], env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-    except BaseException:
-        stop(process)
-        raise
-    return process, url
+    return _serve(root, {**env, "PYTHONPATH": str(REPO_ROOT)}, free_port(), REPO_ROOT, extra)

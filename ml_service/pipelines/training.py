@@ -27,7 +27,7 @@ import pandas as pd
 
 from ml_service.config import UseCaseConfig, declared_use_cases
 from ml_service.data_checks import TEXT_TYPES, TIME_FORMAT
-from ml_service.use_case import LoadedUseCase, check_metrics, fit_many, fit_one, load_use_case, predictions
+from ml_service.use_case import LoadedUseCase, check_metrics, fit_many, fit_one, load_use_case
 from ml_service.util.files import read_json, write_json
 
 PLAN_FILE = "prepared.json"
@@ -394,7 +394,3 @@ def read_training_summary(trained_dir: Path) -> dict[str, Any]:
 def read_result(trained_dir: Path, model_id: str) -> dict[str, Any]:
     """A trained model's full result record (with its sample input and hold-out)."""
     return read_json(model_folder(trained_dir, model_id) / RESULT_FILE)
-
-
-def predict_frame(model: Any, frame: pd.DataFrame, config: UseCaseConfig) -> np.ndarray:
-    return predictions(model, frame[list(config.input_columns)])

@@ -245,13 +245,6 @@ def production_models(client: MlflowClient, label: str) -> list[ProductionModel]
     return [_as_production(version) for version in found if version is not None]
 
 
-def registered_run_ids(client: MlflowClient, name: str) -> list[str]:
-    return [v.run_id for v in model_versions(client, name) if v.tags.get(STATE_TAG) != PENDING]
-
-
-# --- owners of pending versions ------------------------------------------------------------------------------
-
-
 def _process_start(pid: int) -> str:
     """The kernel's start time of a process (field 22 of /proc/<pid>/stat): with the pid, it names one process,
     not a later one that got the same pid. Empty where /proc is not available."""
@@ -581,9 +574,3 @@ def production_manifest(client: MlflowClient, model: ProductionModel, destinatio
 def download_data(client: MlflowClient, model: ProductionModel, destination: Path) -> Path:
     """The data folder (manifest and models) of a registered version, downloaded to `destination`."""
     return download_model(client, model, destination) / DATA_FOLDER
-
-
-def _artifact_path(model: ProductionModel) -> str:
-    """The version's folder relative to its run's artifact root (source: '<run artifact uri>/<path>')."""
-    marker = f"/{model.run_id}/artifacts/"
-    return model.source.split(marker, 1)[1] if marker in model.source else model.source.rsplit("/", 1)[-1]
