@@ -110,6 +110,24 @@ class Parallel(_Strict):
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class Monitoring(_Strict):
+    """What the monitor step calls drift and decay (docs/monitoring.md). Every statistic is reported; `statistic`
+    decides. PSI >= 0.2 is the usual "significant shift"; Jensen-Shannon distance (base 2) and the KS statistic are
+    on [0, 1]. `threshold` defaults by statistic: psi 0.2, js 0.15, ks 0.2 (about the same shift). Sampling noise
+    alone gives a PSI of about (bins - 1) / rows: below 100 collected rows it would pass 0.1, so `min_rows`."""
+
+    statistic: Literal["psi", "js", "ks"] = "psi"
+    threshold: Annotated[float, Field(gt=0)] | None = None
+    min_rows: Annotated[int, Field(ge=2)] = 100  # collected rows a model needs before a statistic is computed
+    # realised metric worse than the promoted one by more than this share of it (0.25: 25 % worse) is decay
+    decay_tolerance: Annotated[float, Field(ge=0)] = 0.25
+    retrain_on: tuple[Literal["drift", "decay"], ...] = ("drift", "decay")
+
+    @property
+    def drift_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else {"psi": 0.2, "js": 0.15, "ks": 0.2}[self.statistic]
+
+
 class DataSource(_Strict):
     """`path`: the raw CSV, relative to the project root. `generate`: options for the use case's own
     `generate(options, destination)` that writes that file when it is missing (sample data, synthetic data)."""
@@ -140,6 +158,7 @@ class UseCaseConfig(_Strict):
     checks: Checks = Checks()
     evaluation: Evaluation
     parallel: Parallel = Parallel()
+    monitoring: Monitoring = Monitoring()
     model: dict[str, Any] = Field(default_factory=dict)
     path: str = ""  # the file it was read from (set by the loader)
 

@@ -70,14 +70,18 @@ class PipelineSpec:
         raise KeyError(f"pipeline {self.name} has no step {name!r}")
 
 
-def training_pipeline(use_cases: list[str], name: str | None = None) -> PipelineSpec:
+def training_pipeline(use_cases: list[str], name: str | None = None, retrain_from: str = "") -> PipelineSpec:
     """prepare → train (parallel: a model per partition, every use case's models in one fan-out) → evaluate →
-    register, for the given declared use cases. A single model is a use case with one partition."""
+    register, for the given declared use cases. A single model is a use case with one partition. `retrain_from`:
+    the monitor step's retrain.json; only the models it selects are trained (register keeps the others)."""
+    parameters = {"use_case": ",".join(use_cases)}
+    if retrain_from:
+        parameters["retrain_from"] = retrain_from
     prepare = StepSpec(
         "prepare",
         "ml_service.pipelines.steps.prepare",
         "materialise, check and partition the raw data; plan one model per partition",
-        parameters={"use_case": ",".join(use_cases)},
+        parameters=parameters,
     )
     train = StepSpec(
         "train",

@@ -94,11 +94,21 @@ def prepare_frame(frame: pd.DataFrame, use_case: LoadedUseCase, source: str) -> 
 
 
 def prepare_use_case(
-    use_case: LoadedUseCase, datastore: Path, prepared_dir: Path, options: dict[str, Any] | None = None
+    use_case: LoadedUseCase,
+    datastore: Path,
+    prepared_dir: Path,
+    options: dict[str, Any] | None = None,
+    only: set[str] | None = None,
 ) -> tuple[list[ModelTask], Path]:
-    """Materialise, check and partition one use case's data into `prepared_dir/<use case>/`; plan its models."""
+    """Materialise, check and partition one use case's data into `prepared_dir/<use case>/`; plan its models
+    (`only`: just these partition keys, e.g. the ones monitoring selected for retraining)."""
     raw = raw_data(use_case, datastore, options)
     parts = prepare_frame(read_csv(raw, use_case.config), use_case, str(raw))
+    if only is not None:
+        unknown = sorted(only - set(parts))
+        if unknown:
+            raise ValueError(f"{use_case.name}: no data for partition(s) {', '.join(unknown[:5])} asked to retrain")
+        parts = {key: part for key, part in parts.items() if key in only}
     folder = prepared_dir / use_case.name
     if folder.exists():
         shutil.rmtree(folder)

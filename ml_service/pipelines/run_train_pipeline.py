@@ -133,14 +133,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--in-process", action="store_true", help="run the steps in this process instead of one process each"
     )
+    parser.add_argument(
+        "--retrain-from",
+        type=Path,
+        help="the monitor step's retrain.json: train only the models it selects (of --use-case; default: all)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         project = project_root(settings.project_root)
-        names = select_use_cases(args.use_case, project, args.all)
-        label = "all" if args.all else "-".join(n.strip() for n in args.use_case.split(",") if n.strip())
-        spec = training_pipeline(names, label)
-    except (SettingsError, ConfigError, ValueError) as exc:
+        if args.retrain_from:
+            from ml_service.pipelines.steps.prepare import read_selection
+
+            wanted = select_use_cases(args.use_case, project, everything=not args.use_case)
+            names = list(read_selection(args.retrain_from, wanted))
+            label = "retrain"
+            spec = training_pipeline(names, label, str(args.retrain_from.resolve()))
+        else:
+            names = select_use_cases(args.use_case, project, args.all)
+            label = "all" if args.all else "-".join(n.strip() for n in args.use_case.split(",") if n.strip())
+            spec = training_pipeline(names, label)
+    except (SettingsError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     # one stable folder, so a rerun after an interruption resumes instead of starting over

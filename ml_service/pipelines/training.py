@@ -27,6 +27,7 @@ import pandas as pd
 
 from ml_service.config import UseCaseConfig, declared_use_cases
 from ml_service.data_checks import TEXT_TYPES, TIME_FORMAT
+from ml_service.monitoring.profile import profile_frame, write_profile
 from ml_service.use_case import LoadedUseCase, check_metrics, fit_many, fit_one, load_use_case
 from ml_service.util.files import read_json, write_json
 
@@ -260,6 +261,8 @@ def _write_model(
     staging.mkdir(parents=True)
     with (staging / MODEL_FILE).open("wb") as handle:
         pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    # what production data is compared with (drift): it travels with the model into the registry
+    write_profile(staging, profile_frame(rows, config.input_types(), predicted))
     outcome.seconds = seconds + time.perf_counter() - started
     record = {
         **asdict(outcome),

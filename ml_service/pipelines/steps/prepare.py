@@ -33,6 +33,24 @@ def parse_options(values: list[str]) -> dict[str, object]:
     return options
 
 
+def read_selection(path: Path, names: list[str]) -> dict[str, list[str]]:
+    """The models to retrain, `{use case: [partition keys]}` ("" for a single model), among `names`."""
+    try:
+        selection = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--retrain-from {path}: no such file (the monitor step writes retrain.json)") from None
+    except ValueError as exc:
+        raise ValueError(f"--retrain-from {path}: not valid JSON ({exc})") from None
+    if not isinstance(selection, dict) or not all(
+        isinstance(keys, list) and all(isinstance(k, str) for k in keys) for keys in selection.values()
+    ):
+        raise ValueError(f"--retrain-from {path}: expected {{use case: [partition keys]}}")
+    chosen = {name: keys for name, keys in selection.items() if name in names and keys}
+    if not chosen:
+        raise ValueError(f"--retrain-from {path}: selects no model of {', '.join(names)}: nothing to retrain")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = step_parser(__doc__)
     cli.add_argument("--use-case", help="declared use case(s), comma-separated")
@@ -45,11 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override an option of generated data (e.g. partitions=2000)",
     )
+    cli.add_argument(
+        "--retrain-from",
+        type=Path,
+        help="retrain.json of the monitor step: plan only the models it selects ({use case: [keys]})",
+    )
     args = cli.parse_args(argv)
 
     def body() -> None:
         project = root()
         names = select_use_cases(args.use_case, project, args.all)
+        selected = read_selection(args.retrain_from, names) if args.retrain_from else None
+        if selected is not None:
+            names = [n for n in names if n in selected]
         options = parse_options(args.data_option)
         datastore = args.datastore or load_settings().local_path / "datastore"
         use_cases = [load_use_case(name, project) for name in names]
@@ -59,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         for use_case in use_cases:
             name = use_case.name
             own = options if use_case.config.data.generate is not None else None
-            planned, raw = prepare_use_case(use_case, datastore, args.output, own or None)
+            only = set(selected[name]) if selected is not None else None
+            planned, raw = prepare_use_case(use_case, datastore, args.output, own or None, only)
             tasks += planned
             print(f"prepare: {name}: {len(planned)} model(s) from {raw}", flush=True)
         write_plan(args.output, tasks)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ml_service.monitoring.profile import PROFILE_FILE
 from ml_service.pipelines.report import write_report
 from ml_service.pipelines.steps.common import root, run_step, step_parser
 from ml_service.pipelines.steps.evaluate import DECISIONS_FILE
@@ -85,9 +86,14 @@ def build_data_folder(
         else:
             assert production_data is not None
             source = partition_folder(production_data, key)
-        _link_or_copy(source / MODEL_FILE, partition_folder(folder, key) / MODEL_FILE)
-        # the one file a partition folder holds (hashing it directly: rglob per folder costs ~0.2 ms x 10,000)
-        entry["sha256"] = {MODEL_FILE: file_sha256(partition_folder(folder, key) / MODEL_FILE)}
+        # the files a partition folder holds, hashed by name (rglob per folder costs ~0.2 ms x 10,000); a model
+        # registered before training profiles were kept has none (its drift is then reported as not measurable)
+        hashes = {}
+        for name in (MODEL_FILE, PROFILE_FILE):
+            if name == MODEL_FILE or (source / name).is_file():
+                _link_or_copy(source / name, partition_folder(folder, key) / name)
+                hashes[name] = file_sha256(partition_folder(folder, key) / name)
+        entry["sha256"] = hashes
     allowed = {c: list(s.allowed) for c, s in config.columns.items() if s.allowed is not None}
     extra = {
         "label": config.label,
