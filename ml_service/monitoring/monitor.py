@@ -18,7 +18,7 @@ from ml_service.config import UseCaseConfig
 from ml_service.monitoring.decay import join, model_decay
 from ml_service.monitoring.drift import model_drift
 from ml_service.monitoring.profile import PROFILE_FILE, ProfileError, read_profile
-from ml_service.registry.model_set import parse_model_key, served_name
+from ml_service.registry.model_set import model_key, parse_model_key, served_name
 
 # statuses, in the order the report lists them
 DRIFT, DECAY, BOTH, OK = "drift", "decay", "drift and decay", "ok"
@@ -32,18 +32,14 @@ def actual_keys(config: UseCaseConfig) -> list[str]:
     return ["request_id", "row"]
 
 
-def _actuals_by_key(actuals: pd.DataFrame | None, config: UseCaseConfig) -> dict[str, pd.DataFrame]:
-    if actuals is None or not len(actuals):
-        return {}
-    if not config.partition_columns:
-        return {"": actuals}
-    from ml_service.registry.model_set import model_key
-
+def _actuals_by_key(actuals: pd.DataFrame | None, config: UseCaseConfig) -> dict[str, pd.DataFrame] | None:
+    """Actuals split by partition key when they carry the partition columns (a time series); None: every model
+    gets them all (joined on request ids, which are unique)."""
     columns = list(config.partition_columns)
-    keys = [
-        model_key(dict(zip(columns, values, strict=True)))
-        for values in actuals[columns].astype(str).itertuples(index=False, name=None)
-    ]
+    if actuals is None or not columns or not all(c in actuals for c in columns):
+        return None
+    text = actuals[columns].astype(str).itertuples(index=False, name=None)
+    keys = [model_key(dict(zip(columns, values, strict=True))) for values in text]
     return {key: group for key, group in actuals.assign(_key=keys).groupby("_key", sort=False)}
 
 
@@ -120,6 +116,10 @@ def monitor_use_case(
 ) -> dict[str, Any]:
     """Every model of the production version: the use case's result for monitor.json."""
     by_key = _actuals_by_key(actuals, config)
+
+    def own_actuals(key: str) -> pd.DataFrame | None:
+        return actuals if by_key is None else by_key.get(key)
+
     results, no_data = [], []
     for key, entry in manifest["models"].items():
         frame = frames.get(served_name(config.model_name, key))
@@ -131,7 +131,7 @@ def monitor_use_case(
         if key:
             parse_model_key(key)  # a manifest key that does not decode is a broken registration: fail loudly
         try:
-            result = monitor_model(key, entry, frame, version, data_folder, config, metrics, by_key.get(key))
+            result = monitor_model(key, entry, frame, version, data_folder, config, metrics, own_actuals(key))
         except Exception as exc:  # noqa: BLE001 - one model's failure is its result, the others go on
             result = {
                 "model": served_name(config.model_name, key),
