@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: help setup lock ui run train package serve smoke batch-score lint test pipelines-check iac-check clean distclean
+.PHONY: help setup lock ui run train package serve smoke batch-score traffic monitor lint test pipelines-check iac-check clean distclean
 
 help:
 	@echo "make run    - set up and run the whole local flow (train, evaluate, register, package, serve, smoke test)"
@@ -14,6 +14,8 @@ help:
 	@echo "make test   - set up, lint and run the test suite"
 	@echo "make serve  - serve every production model on 127.0.0.1:\$${SCORING_PORT:-5001} until interrupted"
 	@echo "make batch-score - score new rows (generated) with every production model: local/batch/output (after make run)"
+	@echo "make traffic - send realistic and shifted requests to the packaged models, collecting them (after make run)"
+	@echo "make monitor - drift and decay of every production model from what was collected: local/monitoring/output"
 	@echo "make ui     - the MLflow UI on the local registry at 127.0.0.1:\$${MLFLOW_UI_PORT:-5000}"
 	@echo "make lint | lock | clean"
 
@@ -71,6 +73,20 @@ batch-score: setup
 	$(PY) -m ml_service.pipelines.steps.batch_input $(if $(USE_CASE),--use-case $(USE_CASE),--all) --output $(BATCH_DIR)/input
 	$(PY) -m ml_service.pipelines.steps.batch_score $(if $(USE_CASE),--use-case $(USE_CASE),--all) \
 	  --input $(BATCH_DIR)/input --output $(BATCH_DIR)/output
+
+# Monitoring (docs/monitoring.md): `make traffic` serves the package with collection on and sends every production
+# model rows drawn from its own data, shifting every third model (SHIFT_EVERY) by 3 standard deviations, and writes
+# the actuals; `make monitor` measures drift and decay per model, writes the report and the models to retrain.
+MONITOR_DIR ?= local/monitoring
+SHIFT_EVERY ?= 3
+traffic: setup
+	$(PY) -m ml_service.monitoring.traffic $(if $(USE_CASE),--use-case $(USE_CASE),--all) --package local/package \
+	  --output $(MONITOR_DIR) --shift-every $(SHIFT_EVERY)
+
+monitor: setup
+	$(PY) -m ml_service.pipelines.steps.monitor $(if $(USE_CASE),--use-case $(USE_CASE),--all) \
+	  --collected $(MONITOR_DIR)/collected $(if $(wildcard $(MONITOR_DIR)/actuals),--actuals $(MONITOR_DIR)/actuals) \
+	  --output $(MONITOR_DIR)/output
 
 lint: setup
 	$(VENV)/bin/ruff check .
