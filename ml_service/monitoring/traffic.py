@@ -1,12 +1,12 @@
 """Traffic for monitoring: realistic and deliberately shifted requests to the scoring service, and their actuals.
 
 For every production model of the chosen use cases, rows are drawn at random from the use case's own prepared
-data (the distribution the model was trained on: "realistic"). Some models get shifted rows instead: every
-numeric input column moved by `--shift-by` standard deviations of that model's data (sensor drift, a unit
-change), so the monitoring report has both kinds. The outcome (label) of every row sent is written as actuals,
-keyed as the monitor step joins them: partition columns and time column for a time series, else the request id
-(sent as `X-Request-Id`) and the row's position in its request. The label of a shifted row stays the real one,
-so a shifted model also decays.
+data (the distribution the model was trained on: "realistic"). Some models (every `--shift-every`-th of all of
+them by name, or the ones named) get shifted rows instead: every numeric input column moved by `--shift-by`
+standard deviations of that model's data (sensor drift, a unit change), so the monitoring report has both kinds.
+The outcome (label) of every row sent is written as actuals, keyed as the monitor step joins them: partition
+columns and time column for a time series, else the request id (sent as `X-Request-Id`) and the row's position
+in its request. The label of a shifted row stays the real one, so a shifted model also decays.
 
 Without `--url`, it starts the service from `--package` on a free port of 127.0.0.1 with collection on (every
 request, into `<output>/collected`), sends the traffic, and stops it (which flushes the collected files).
@@ -124,13 +124,15 @@ def generate(
     requests: list[tuple[str, str, list]] = []
     actuals: dict[str, list[pd.DataFrame]] = {}
     sent: dict[str, int] = {}
-    shifted_all: list[str] = []
+    chosen_models = {}
     for name in names:
         config, parts = prepared_partitions(name, root, datastore)
         ours = {(f"{config.model_name}/{key}" if key else config.model_name): key for key in parts}
-        models = [m for m in ours if m in served]
-        shifted = pick_shifted(models, shift_every, shift)
-        shifted_all += sorted(shifted)
+        chosen_models[name] = (config, parts, ours, [m for m in ours if m in served])
+    # every n-th of all the models, by name: single models and partitions alike, some shifted and some not
+    shifted = pick_shifted([m for *_, models in chosen_models.values() for m in models], shift_every, shift)
+    shifted_all = sorted(shifted)
+    for name, (config, parts, ours, models) in chosen_models.items():
         for model in models:
             records, chosen = draw_rows(parts[ours[model]], config, rows, shift_by if model in shifted else 0.0, rng)
             ids = []
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     url = args.url
     if url is None:
-        if not (args.package / "manifest.json").is_file():
+        if not args.package.is_dir():
             print(f"error: no package at {args.package}: run 'make run' (or make package) first", file=sys.stderr)
             return 2
         try:
