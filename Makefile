@@ -62,7 +62,7 @@ smoke: setup
 	$(PY) -m ml_service.util.serve_and_smoke_test --package local/package
 
 serve: package
-	$(PY) -m ml_service.scoring.serve --package local/package
+	SCORING_COLLECT_RATE=$${SCORING_COLLECT_RATE:-1} $(PY) -m ml_service.scoring.serve --package local/package
 
 # Batch scoring (docs/batch_scoring.md): new rows for every declared use case (or USE_CASE=name[,name]) written by
 # the project (the energy use cases: the 48 hours after their training data, with weather; any other: its

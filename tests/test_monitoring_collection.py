@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from ml_service.monitoring.collected import META_COLUMNS, read_collected
 
@@ -233,3 +238,383 @@ def test_azure_files_that_cannot_be_joined_are_listed(tmp_path):
     assert f"{inputs_file}: correlationid lonely have model_inputs but no model_outputs" in problems
     assert "correlationid orphan have model_outputs but no model_inputs" in problems
     assert "collection 'request' is not read" in problems
+
+
+# --- the collector: sampling, the bounded queue, rotated files -------------------------------------------------
+
+
+def loaded_model(name="energy", version="3", model_set=None, set_version=None):
+    from ml_service.scoring.inputs import Column
+    from ml_service.scoring.model_store import LoadedModel, ModelEntry
+
+    entry = ModelEntry(name, version, Path("."), model_set=model_set, set_version=set_version)
+    schema = (Column("timeStamp", "datetime"), Column("precip"), Column("temp"))
+    return LoadedModel(entry, None, schema)
+
+
+def counter(registry, name: str, **labels) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_sampled_requests_are_written_off_the_request_path_in_rotated_files(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from ml_service.monitoring.collect import Collector, LocalFiles
+
+    registry = CollectorRegistry()
+    sink = LocalFiles(tmp_path / "c", max_bytes=2_000, host="web/1")
+    collector = Collector(sink, 1.0, registry)
+    model = loaded_model()
+    secret = [(b"authorization", b"Bearer s3cret"), (b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]
+    for i in range(40):
+        collector.offer(f"r{i}", secret, model, [["2017-08-13 06:00", 0.5, float(i)]], [100.0 + i])
+    collector.close()
+    assert counter(registry, "scoring_collected_records_total") == 40
+    files = sorted((tmp_path / "c").rglob("*.jsonl"))
+    assert len(files) > 1 and len(files) == len(sink.files)  # rotated by size
+    assert all(f.name.startswith(f"web_1-{os.getpid()}-") for f in files)
+    assert all(f.stat().st_size <= 2_000 for f in files)
+    for file in files:  # <YYYY>/<MM>/<DD>/<HH> of the file's first record
+        first = datetime.fromisoformat(json.loads(file.read_text().splitlines()[0])["time"])
+        assert file.parent.relative_to(tmp_path / "c").as_posix() == first.strftime("%Y/%m/%d/%H")
+    text = b"".join(f.read_bytes() for f in files)
+    assert b"s3cret" not in text and b"uthorization" not in text
+    collected = read_collected(tmp_path / "c")
+    assert collected.problems == []
+    frame = collected.frames["energy"]
+    assert sorted(frame["request_id"], key=lambda r: int(r[1:])) == [f"r{i}" for i in range(40)]
+    assert (frame["prediction"] - frame["temp"]).eq(100.0).all()
+    record = json.loads(files[0].read_text().splitlines()[0])
+    assert record["traceparent"] == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    assert record["model_set"] is None and record["columns"] == ["timeStamp", "precip", "temp"]
+
+
+def test_a_new_hour_begins_a_new_file_in_its_own_folder(tmp_path):
+    from ml_service.monitoring.collect import LocalFiles, Record
+
+    sink = LocalFiles(tmp_path, max_bytes=10_000_000, host="h")
+    model = loaded_model()
+    at = datetime(2026, 12, 1, 22, 59, 59, tzinfo=UTC).timestamp()
+    sink.write([Record(at + s, f"r{s}", [], model, [["t", 0, 1]], [1.0]) for s in (0, 0.5, 1, 2)])
+    sink.close()
+    assert [p.relative_to(tmp_path).as_posix() for p in sink.files] == [
+        f"2026/12/01/22/h-{os.getpid()}-0.jsonl",
+        f"2026/12/01/23/h-{os.getpid()}-1.jsonl",
+    ]
+    assert [len(p.read_text().splitlines()) for p in sink.files] == [2, 2]
+
+
+def test_an_existing_file_is_never_appended_to(tmp_path):
+    from ml_service.monitoring.collect import LocalFiles, Record
+
+    at = datetime(2026, 12, 1, 22, 0, tzinfo=UTC).timestamp()
+    folder = tmp_path / "2026" / "12" / "01" / "22"
+    folder.mkdir(parents=True)
+    (folder / f"h-{os.getpid()}-0.jsonl").write_text("a previous process's line\n")
+    sink = LocalFiles(tmp_path, max_bytes=10_000, host="h")
+    sink.write([Record(at, "r", [], loaded_model(), [["t", 0, 1]], [1.0])])
+    sink.close()
+    assert (folder / f"h-{os.getpid()}-0.jsonl").read_text() == "a previous process's line\n"
+    assert sink.files == [folder / f"h-{os.getpid()}-1.jsonl"]
+
+
+def test_half_the_requests_at_rate_one_half(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from ml_service.monitoring.collect import Collector, LocalFiles
+
+    registry = CollectorRegistry()
+    collector = Collector(LocalFiles(tmp_path, 10_000_000), 0.5, registry)
+    for i in range(2_000):
+        collector.offer(f"r{i}", [], loaded_model(), [["t", 0, i]], [float(i)])
+    collector.close()
+    kept = counter(registry, "scoring_collected_records_total")
+    assert 850 <= kept <= 1_150  # binomial(2000, 0.5): mean 1000, sd 22; the margin is over 6 sd
+    assert len(read_collected(tmp_path).frames["energy"]) == kept
+
+
+class BlockedSink:
+    """A sink whose first write waits for ``release``: a writer that cannot keep up."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.records: list = []
+
+    def write(self, records) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        self.records += records
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "a blocked sink"
+
+
+def test_a_full_queue_drops_and_counts_and_never_waits():
+    from prometheus_client import CollectorRegistry
+
+    from ml_service.monitoring.collect import Collector
+
+    registry = CollectorRegistry()
+    sink = BlockedSink()
+    collector = Collector(sink, 1.0, registry, max_records=5)
+    model = loaded_model()
+    collector.offer("first", [], model, [["t", 0, 1]], [1.0])
+    assert sink.entered.wait(10)  # the writer holds the first record and is stuck writing it
+    started = time.perf_counter()
+    for i in range(20):
+        collector.offer(f"r{i}", [], model, [["t", 0, 1]], [1.0])
+    assert time.perf_counter() - started < 0.5  # 20 offers with a stuck writer: none waited
+    assert counter(registry, "scoring_collect_dropped_records_total", reason="queue_full") == 15
+    sink.release.set()
+    collector.close()
+    assert [r.request_id for r in sink.records] == ["first", "r0", "r1", "r2", "r3", "r4"]
+    assert counter(registry, "scoring_collected_records_total") == 6
+    collector.offer("late", [], model, [["t", 0, 1]], [1.0])
+    assert counter(registry, "scoring_collect_dropped_records_total", reason="closed") == 1
+
+
+def test_write_errors_are_counted_and_the_writer_carries_on(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from ml_service.monitoring.collect import Collector, LocalFiles
+
+    (tmp_path / "file").write_text("not a folder")
+    registry = CollectorRegistry()
+    collector = Collector(LocalFiles(tmp_path / "file" / "c", 1_000), 1.0, registry)
+    collector.offer("r", [], loaded_model(), [["t", 0, 1]], [1.0])
+    collector.close()
+    assert counter(registry, "scoring_collect_dropped_records_total", reason="write_error") == 1
+    assert not collector._thread.is_alive()
+
+
+def test_off_means_nothing_is_constructed(monkeypatch):
+    from ml_service.monitoring.collect import collector_for
+    from ml_service.util.env_variables import load_settings
+
+    monkeypatch.setenv("SCORING_COLLECT_RATE", "0")
+    threads = threading.active_count()
+    assert collector_for(load_settings(env_file=None)) is None
+    assert threading.active_count() == threads
+
+
+# --- the real service on 127.0.0.1 ------------------------------------------------------------------------------
+
+KEY = "k3y-never-written"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A scoring package of test models: a single energy model and a model set of two partitions."""
+    from tests.test_scoring_support import ENERGY_ROWS, build_model_set, energy_model, save_single, write_package
+
+    root = tmp_path_factory.mktemp("collect-package")
+    energy = save_single(energy_model(), root / "energy", ENERGY_ROWS[:1])
+    regions = build_model_set(root / "regions", ["r1", "r2"], set_name="regions")
+    return write_package(root / "ctx", {"energy": energy, "regions": regions})
+
+
+def traffic(url: str, count: int, key: str | None = KEY) -> dict[str, dict]:
+    """``count`` answered requests (POST and GET, single and partition models, some with a traceparent) plus
+    refused ones; returns what was answered by request id."""
+    import httpx
+
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    answered = {}
+    with httpx.Client(base_url=url, timeout=30, headers=auth) as client:
+        for i in range(count):
+            model = "energy" if i % 3 else f"regions/region=r{1 + i % 2}"
+            rows = [[f"2017-08-13 {h:02d}:00", 0.1 * i, 40.0 + i + h] for h in range(1 + i % 3)]
+            headers = {"X-Request-ID": f"req-{i}"}
+            if i % 2:
+                headers["traceparent"] = f"00-{i:032x}-{i:016x}-01"
+            if i % 4 == 3:
+                answer = client.get("/score", params={"model_name": model, "data": json.dumps(rows)}, headers=headers)
+            else:
+                answer = client.post("/score", json={"model_name": model, "data": rows}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            answered[f"req-{i}"] = {**answer.json(), "rows": rows, "traceparent": headers.get("traceparent")}
+        refused = [
+            client.post("/score", json={"model_name": "energy", "data": [["2017-08-13 06:00", "x", 1]]}),
+            client.post("/score", json={"model_name": "nothing", "data": [[1]]}),
+            httpx.post(f"{url}/score", json={"model_name": "energy", "data": [["2017-08-13 06:00", 0, 1]]}),
+        ]
+        assert [r.status_code for r in refused] == ([422, 404, 401] if key else [422, 404, 200])
+    return answered
+
+
+def check_frames(collected, answered: dict[str, dict], decimals: int | None = None) -> None:
+    """Every answered request is in the frames once, with its rows, predictions, versions and row numbers (to
+    ``decimals`` places: Azure's files hold what pandas' ``to_json`` writes, 10 decimal places by default)."""
+    seen = set()
+    for model, frame in collected.frames.items():
+        for request_id, rows in frame.groupby("request_id", sort=False):
+            sent = answered[request_id]
+            assert model == sent["model_name"]
+            assert rows["row"].tolist() == list(range(len(sent["rows"])))
+            close = (lambda v: v) if decimals is None else (lambda v: pytest.approx(v, rel=0, abs=10**-decimals))
+            assert rows[["timeStamp", "precip", "temp"]].values.tolist() == [
+                [t, close(p), close(x)] for t, p, x in sent["rows"]
+            ]
+            assert rows["prediction"].tolist() == close(sent["predictions"])
+            assert set(rows["model_version"]) == {sent["model_version"]}
+            assert set(rows["set_version"]) == {sent.get("set_version")}
+            seen.add(request_id)
+    assert seen == set(answered)
+
+
+@pytest.mark.slow
+def test_the_service_collects_every_answered_request_at_rate_one(package, tmp_path):
+    from tests.test_scoring_support import serve_test_package, stop
+
+    folder = tmp_path / "collected"
+    env = {**os.environ, "SCORING_COLLECT_RATE": "1", "SCORING_COLLECT_DIR": str(folder), "SCORING_API_KEY": KEY}
+    process, url = serve_test_package(package, env, "--workers", "2")
+    try:
+        answered = traffic(url, 30)
+    finally:
+        log = stop(process)  # a graceful stop: each worker writes what it still holds
+    files = sorted(folder.rglob("*.jsonl"))
+    assert files, log
+    assert all(len(f.relative_to(folder).parts) == 5 for f in files)  # <YYYY>/<MM>/<DD>/<HH>/<host>-<pid>-<n>
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(records) == 30  # the refused requests (422, 404, 401) are not collected
+    by_id = {r["request_id"]: r for r in records}
+    for request_id, sent in answered.items():
+        record = by_id[request_id]
+        assert record["data"] == sent["rows"] and record["predictions"] == sent["predictions"]
+        assert record["traceparent"] == sent["traceparent"]
+        assert (record["model_set"], record["set_version"]) == (sent.get("model_set"), sent.get("set_version"))
+    text = b"".join(f.read_bytes() for f in files)
+    assert KEY.encode() not in text and b"uthorization" not in text and b"Bearer" not in text
+    collected = read_collected(folder)
+    assert collected.problems == []
+    assert sorted(collected.frames) == ["energy", "regions/region=r1", "regions/region=r2"]
+    check_frames(collected, answered)
+
+
+@pytest.mark.slow
+def test_rate_zero_writes_nothing(package, tmp_path):
+    import httpx
+
+    from tests.test_scoring_support import serve_test_package, stop
+
+    folder = tmp_path / "collected"
+    env = {**os.environ, "SCORING_COLLECT_RATE": "0", "SCORING_COLLECT_DIR": str(folder)}
+    process, url = serve_test_package(package, env, "--workers", "1")
+    try:
+        traffic(url, 6, key=None)
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    finally:
+        stop(process)
+    assert not folder.exists()
+    assert "scoring_collected_records" not in metrics
+
+
+class SidecarStandIn:
+    """Stands in for Azure's data collector beside the container (the network edge the package posts to): records
+    each POST /modeldata/log it receives. Nothing else of Azure is replaced."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        posts = self.posts = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def rows(self, collection: str) -> int:
+        return sum(
+            len(json.loads(b)) for _, h, b in list(self.posts) if h["ce-type"] == f"azureml.inference.{collection}"
+        )
+
+    def as_blob_files(self, root: Path) -> None:
+        """What Azure writes from the posts: one event per post in the documented blob shape (Microsoft Learn, "Collect
+        production data from models for real-time inferencing", "Store collected data in Blob Storage"); the
+        event's attributes are the posts' ce-* headers (the CloudEvents HTTP binding the package uses), its data the
+        posted JSON."""
+        for i, (_, headers, body) in enumerate(self.posts):
+            collection = headers["ce-type"].removeprefix("azureml.inference.")
+            moment = datetime.fromtimestamp(int(headers["ce-time"]), UTC)
+            event = {
+                "specversion": "1.0",
+                "id": headers["trace-id"],
+                "source": SOURCE,
+                "type": headers["ce-type"],
+                "datacontenttype": headers["content-type"],
+                "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "data": json.loads(body),
+                "correlationid": headers["ce-x-request-id"],
+                "xrequestid": headers["ce-x-request-id"],
+                "modelversion": headers.get("ce-model-version", "default"),
+                "collectdatatype": headers["ce-collect-data-type"],
+                "agent": headers["ce-agent"],
+            }
+            folder = root / "scoring" / "blue" / collection / moment.strftime("%Y/%m/%d/%H")
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / f"inst-{i % 2}.jsonl").open("a") as out:
+                out.write(json.dumps(event) + "\n")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.slow
+def test_on_an_azure_deployment_the_service_logs_to_azure_data_collector(package, tmp_path):
+    """The service in a container whose deployment has data_collector: azureml-ai-monitoring (the real package)
+    finds the configuration Azure mounts and posts to the collector beside the container, here a stand-in."""
+    import httpx
+
+    from tests.test_scoring_support import serve_test_package, stop
+
+    config = tmp_path / "mdc.json"  # the file azureml-ai-monitoring reads, in the shape its config.py parses
+    config.write_text(
+        json.dumps({"collections": {"model_inputs": {"enabled": True}, "model_outputs": {"enabled": True}}})
+    )
+    sidecar = SidecarStandIn()
+    env = {
+        **os.environ,
+        "SCORING_COLLECT_RATE": "1",
+        "SCORING_COLLECT_DIR": str(tmp_path / "local-files"),
+        "SCORING_API_KEY": KEY,
+        "AZUREML_MDC_CONFIG_PATH": str(config),
+        "AZUREML_MDC_HOST": "127.0.0.1",
+        "AZUREML_MDC_PORT": str(sidecar.port),
+    }
+    process, url = serve_test_package(package, env, "--workers", "1")
+    try:
+        answered = traffic(url, 12)
+        total = sum(len(a["rows"]) for a in answered.values())
+        deadline = time.monotonic() + 30
+        while sidecar.rows("model_outputs") < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+    finally:
+        stop(process)
+        sidecar.close()
+    assert "scoring_collected_records_total 12.0" in metrics
+    assert sidecar.rows("model_inputs") == sidecar.rows("model_outputs") == total
+    assert {path for path, _, _ in sidecar.posts} == {"/modeldata/log"}
+    assert not (tmp_path / "local-files").exists()
+    for _, headers, body in sidecar.posts:
+        assert KEY not in body.decode() and KEY not in json.dumps(headers) and "authorization" not in headers
+        assert headers["ce-collect-data-type"].endswith("DataFrame")  # pandas 3 names it pandas.DataFrame
+    sidecar.as_blob_files(tmp_path / "blob")
+    collected = read_collected(tmp_path / "blob")
+    assert collected.problems == []
+    check_frames(collected, answered, decimals=10)

@@ -23,7 +23,7 @@ Two formats, found anywhere below ``folder`` (``**/*.jsonl``), told apart line b
   The adapter's ``model_outputs`` rows: ``correlationid, model_name, model_version, model_set, set_version,
   prediction``; its ``model_inputs`` rows: the model's input columns and ``correlationid``. Only the
   ``model_inputs`` and ``model_outputs`` collections are read (payload logging's ``request``/``response`` are
-  not tabular).
+  not tabular). Numbers there are what pandas' ``to_json`` writes: floats to 10 decimal places.
 
 Each frame (key: the served model name, ``m`` or ``set/key``): the input columns (values as sent), then
 ``prediction``, ``model_version``, ``set_version`` (None for a single model), ``request_id``, ``row`` (index in its

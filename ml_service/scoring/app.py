@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from ml_service.monitoring.collect import collector_for
 from ml_service.scoring.batching import Batcher, ModelRejected
 from ml_service.scoring.inputs import InputError
 from ml_service.scoring.model_store import ModelStore, ModelUnavailable
@@ -275,6 +276,11 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     loads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
     app.router.on_shutdown.append(batcher.close)
     app.router.on_shutdown.append(lambda: loads.shutdown(wait=False, cancel_futures=True))
+    # Inference data collection (ml_service.monitoring.collect): None when SCORING_COLLECT_RATE is 0
+    collector = collector_for(settings, metrics.registry)
+    if collector is not None:
+        app.router.on_shutdown.append(collector.close)
+    app.state.collector = collector
     app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets_folder()), name="docs-assets")
 
     def error(request: Request, status: int, message: str, field: str | None = None, **extra: Any) -> Response:
@@ -342,6 +348,8 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
         except ModelRejected as exc:
             raise ApiError(422, f"model {model_name!r} rejected the data: {str(exc)[:300]}", "data") from None
         info["predictions"] = len(values)
+        if collector is not None:  # sampled and queued here, encoded and written by the collector's own thread
+            collector.offer(info["request_id"], request.scope["headers"], loaded, rows, values)
         metrics.predictions.labels(entry.model_set or entry.name).inc(len(values))
         body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "predictions": values}
         if entry.model_set:

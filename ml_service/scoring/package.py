@@ -53,6 +53,7 @@ SERVICE_PACKAGES = (
     "prometheus-client",
     "azure-monitor-opentelemetry",
     "fastapi-offline",
+    "azureml-ai-monitoring",  # Azure ML's data collector client (inference data collection on online endpoints)
     "python-dotenv",
     "numpy",
     "pandas",
@@ -71,6 +72,9 @@ SERVICE_CODE = (
     "ml_service/registry/mlflow_model.py",
     "ml_service/registry/mlops_pyfunc_model.py",
     "ml_service/registry/model_set.py",
+    "ml_service/monitoring/__init__.py",
+    "ml_service/monitoring/collect.py",
+    "ml_service/monitoring/collected.py",
     "ml_service/scoring/__init__.py",
     "ml_service/scoring/app.py",
     "ml_service/scoring/azureml_score.py",
@@ -105,6 +109,9 @@ COPY . /app
 USER 10001
 # One worker process per core the container may use (0), what served best in bench/bench_scoring.py.
 ENV SCORING_WORKERS=0
+# Inference data collection is off in the image (docs/monitoring.md); an online deployment turns it on with
+# SCORING_COLLECT_RATE, and Azure's data collector then receives the records.
+ENV SCORING_COLLECT_RATE=0
 EXPOSE {port}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=4)"]

@@ -53,6 +53,7 @@ Count = Annotated[int, Field(ge=0)]
 PositiveCount = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 BatchWait = Annotated[float, Field(ge=0, le=100)]
+Rate = Annotated[float, Field(ge=0, le=1)]
 
 
 def available_cores() -> int:
@@ -175,6 +176,21 @@ class Settings:
         "SCORING_MAX_BODY_BYTES",
         1_000_000,
         "Largest /score request body accepted (413 above).",
+    )
+    scoring_collect_rate: Rate = _var(
+        "SCORING_COLLECT_RATE",
+        0.0,
+        "Share of answered /score requests whose rows and predictions are collected for monitoring, 0 to 1 "
+        "(0: off, no request body is ever written).",
+    )
+    scoring_collect_dir: str = _var(
+        "SCORING_COLLECT_DIR",
+        "local/monitoring/collected",
+        "Folder (relative to PROJECT_ROOT) of the collected JSONL files (on an Azure ML online deployment "
+        "with data collection: Azure's data collector instead).",
+    )
+    scoring_collect_max_bytes: PositiveCount = _var(
+        "SCORING_COLLECT_MAX_BYTES", 16_777_216, "Size at which a collected file is closed and the next one begun."
     )
     applicationinsights_connection_string: str = _var(
         "APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Sends scoring traces to Application Insights when set."
