@@ -22,8 +22,9 @@ FEATURES_SHOWN = 3
 UNMEASURED_SHOWN = 50
 
 
-def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: int = 230) -> str:
-    """Training against production share per bin: grey and orange bars side by side."""
+def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: int = 230, shares: bool = True) -> str:
+    """Training against production share per bin (`shares`; else plain values): grey and orange bars side by
+    side."""
     labels, training, production = bins["labels"], bins["training"], bins["production"]
     left, right, top, bottom = 46, 12, 40, 48
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -37,16 +38,17 @@ def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: i
         ):
             h = plot_h * share / tallest
             x = left + i * slot + 2 + j * (slot - 4) / 2
+            tip = html.escape(f"{label}: {name} {_value(share, shares)}")
             parts.append(
                 f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{max((slot - 4) / 2 - 1, 0.5):.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{html.escape(f"{label}: {name} {share:.1%}")}</title></rect>'
+                f'height="{h:.1f}" fill="{colour}"><title>{tip}</title></rect>'
             )
         if len(labels) <= 12:
             parts.append(
                 f'<text x="{left + (i + 0.5) * slot:.1f}" y="{top + plot_h + 12}" text-anchor="middle" {text}>'
                 f"{html.escape(str(label)[:12])}</text>"
             )
-    parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" {text}>{tallest:.0%}</text>')
+    parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" {text}>{_value(tallest, shares)}</text>')
     parts.append(
         f'<rect x="{left}" y="{height - 14}" width="10" height="8" fill="#9e9e9e"/>'
         f'<text x="{left + 14}" y="{height - 6}" {text}>training</text>'
@@ -54,6 +56,10 @@ def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: i
         f'<text x="{left + 84}" y="{height - 6}" {text}>production</text></svg>'
     )
     return "".join(parts)
+
+
+def _value(value: float, share: bool) -> str:
+    return f"{value:.0%}" if share else f"{value:.4g}"
 
 
 def metric_chart(results: list[Mapping[str, Any]], metric: str, width: int = 540, height: int = 240) -> str:
@@ -66,7 +72,7 @@ def metric_chart(results: list[Mapping[str, Any]], metric: str, width: int = 540
         "training": [float(r["decay"]["promised"] or 0.0) for r in rows],
         "production": [float(r["decay"]["realised"]) for r in rows],
     }
-    chart = bars_chart(bins, f"{metric}: at promotion (grey) and realised on actuals (orange)", width, height)
+    chart = bars_chart(bins, f"{metric}: at promotion (grey) and realised on actuals (orange)", width, height, False)
     return chart.replace(">training</text>", ">promised</text>").replace(">production</text>", ">realised</text>")
 
 
