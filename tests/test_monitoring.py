@@ -6,6 +6,8 @@ the selected models trains only those."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from ml_service.pipelines.steps import monitor
 from ml_service.registry.mlops_pyfunc_model import RegisteredModel
 from ml_service.util.env_variables import load_settings
 from ml_service.util.files import file_sha256, read_json
-from tests.conftest import forget_loaded_code
+from tests.conftest import REPO_ROOT, forget_loaded_code
 from tests.fixtures.projects import toy_config, toy_frame
 
 pytestmark = pytest.mark.slow
@@ -212,3 +214,35 @@ def test_retraining_only_the_selected_models_trains_only_those(project, tmp_path
     forget_loaded_code()
     code = run_train_pipeline.main(["--retrain-from", str(tmp_path / "none.json"), "--in-process"])
     assert code == 2 and "nothing to retrain" in capsys.readouterr().err
+
+
+def test_the_loop_through_the_real_service_names_the_shifted_models(project, tmp_path, capsys, monkeypatch):
+    """What `make run` + `make traffic` + `make monitor` do, on the fixture use case: the package served on
+    127.0.0.1 with collection on, traffic drawn from the use case's data with two models shifted, the collected
+    files the service wrote, then the monitor step."""
+    from ml_service.monitoring import traffic as traffic_cli
+    from ml_service.scoring.package import main as package_main
+
+    root = toy_project(project)
+    shutil.copy(REPO_ROOT / "requirements.lock", root / "requirements.lock")  # the image's pins come from it
+    train(tmp_path, capsys)
+    assert package_main(["--output", str(tmp_path / "package")]) == 0
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(REPO_ROOT)]))
+    out = tmp_path / "monitoring"
+    shifted = ["toy/store=s01", "toy/store=s04"]
+    args = ["--use-case", "toy", "--package", str(tmp_path / "package"), "--output", str(out), "--rows", "150"]
+    assert traffic_cli.main([*args, *(a for m in shifted for a in ("--shift", m))]) == 0, capsys.readouterr().err
+    sent = read_json(out / "traffic.json")
+    assert sent["shifted"] == shifted and sent["failed"] == 0 and sent["rows"] == 6 * 150
+    assert list((out / "collected").rglob("*.jsonl"))  # written by the service, not by this test
+
+    code, outcome, retrain = run_monitor(tmp_path, out / "collected", "--actuals", str(out / "actuals"))
+    assert code == 0, capsys.readouterr().err
+    result = outcome["use_cases"]["toy"]
+    assert {r["model"] for r in result["results"]} == {f"toy/store={s}" for s in STORES}
+    assert all(r["rows"] == 150 for r in result["results"])
+    assert retrain == {"toy": ["store=s01", "store=s04"]}
+    assert {r["model"] for r in result["results"] if r["status"] == "drift and decay"} == set(shifted)
+    assert {r["model"] for r in result["results"] if r["status"] == "ok"} == {f"toy/store={s}" for s in STORES} - set(
+        shifted
+    )
