@@ -96,7 +96,9 @@ def profile_frame(frame: pd.DataFrame, input_types: Mapping[str, str], predictio
     features = {column: profile_column(frame[column].to_numpy(), kind) for column, kind in input_types.items()}
     profile: dict[str, Any] = {"version": PROFILE_VERSION, "rows": len(frame), "features": features}
     if predictions is not None and len(np.atleast_1d(predictions)):
-        profile["prediction"] = profile_column(np.ravel(np.asarray(predictions, dtype=float)), "number")
+        values = np.ravel(np.asarray(predictions))
+        kind = "number" if values.dtype.kind in "biuf" else "category"  # a classifier's labels are categories
+        profile["prediction"] = profile_column(values, kind)
     return profile
 
 
