@@ -185,8 +185,6 @@ def render_pipeline(
     chosen = select_steps(spec, steps)
     if pipeline == "batch-score":
         sources["new_data"] = batch_input_folder(use_cases, settings)
-    if retrain is not None and "prepare" not in {s.name for s in chosen}:
-        raise UsageError("--retrain-from selects what the prepare step plans: include prepare in --steps")
     inputs: dict[str, Any] = {}
     for step in chosen:
         for binding in step.inputs.values():
