@@ -333,3 +333,17 @@ def test_check_downloads_the_monitor_steps_output(tmp_path, monkeypatch, capsys)
     assert calls == [("list", "job1"), ("download", "job1-monitor", "output")]
     assert {p.name: p.read_text() for p in (tmp_path / "r").iterdir()} == produced
     assert "##vso[task.setvariable variable=retrain;isOutput=true]true" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kubernetes", [False, True])
+def test_the_deployment_declares_the_collections_the_monitors_read(kubernetes):
+    """Both monitors read the deployment's data collector: its `model_inputs` and `model_outputs` collections
+    must be enabled (the collection helper adds `data_collector` to build_deployment; until then this xfails)."""
+    from ml_service.scoring.deploy.online_endpoint import build_deployment
+
+    deployment = build_deployment(ENDPOINT, "blue", "registry.example/scoring@sha256:" + "0" * 64, kubernetes)
+    if deployment.data_collector is None:
+        pytest.xfail("build_deployment declares no data_collector yet (issue 13, inference data collection)")
+    collections = deployment.data_collector.collections
+    for name in monitor.COLLECTIONS:
+        assert name in collections and str(collections[name].enabled).lower() == "true", name
