@@ -333,6 +333,10 @@ def test_check_downloads_the_monitor_steps_output(tmp_path, monkeypatch, capsys)
     assert calls == [("list", "job1"), ("download", "job1-monitor", "output")]
     assert {p.name: p.read_text() for p in (tmp_path / "r").iterdir()} == produced
     assert "##vso[task.setvariable variable=retrain;isOutput=true]true" in capsys.readouterr().out
+    # an output without retrain.json (a step that failed half-way) is an error, not the previous run's answer
+    del produced["retrain.json"]
+    with pytest.raises(run_pipeline.UsageError, match="holds no retrain.json"):
+        run_pipeline.check_registry(record, client, None)
 
 
 @pytest.mark.parametrize("kubernetes", [False, True])

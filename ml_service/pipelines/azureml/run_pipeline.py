@@ -533,6 +533,8 @@ def download_results(record: dict, client: Any, results: Path) -> None:
             client.jobs.download(steps[0].name, output_name="output", download_path=tmp)
             # the SDK writes a named output under <download_path>/named-outputs/<output name>/
             downloaded = Path(tmp) / "named-outputs" / "output"
+            if not (downloaded / "retrain.json").is_file():  # never report a retrain.json left by an earlier run
+                raise UsageError(f"job {job['name']}: the monitor step's output holds no retrain.json")
             results.mkdir(parents=True, exist_ok=True)
             for item in downloaded.rglob("*"):
                 if item.is_file():
