@@ -76,3 +76,66 @@ def test_environments_step_reads_the_same_file_on_both_sides():
     for text, command in ((github, "${{ inputs.command }}"), (azure_devops, "${{ parameters.command }}\n")):
         assert 'eval "$(python -m ml_service.util.environments --branch ' in text
         assert text.index("ml_service.util.environments --branch") < text.rindex(command)
+
+
+def _ado_azure_ml_runs(path) -> list[tuple[str, frozenset[str], str]]:
+    """(use case, run_pipeline options, --pipeline) of each use of the Azure DevOps run template in a pipeline."""
+    from tests.conftest import yaml_mappings
+
+    runs = []
+    for mapping in yaml_mappings(yaml.safe_load(path.read_text(encoding="utf-8"))):
+        if mapping.get("template") == "templates/azure-ml-run-template.yml":
+            parameters = mapping.get("parameters") or {}
+            extra = str(parameters.get("extraArguments", ""))
+            runs.append((str(parameters["useCase"]), frozenset(OPTION.findall(extra)), _pipeline_of(extra)))
+    return sorted(runs, key=repr)
+
+
+def _github_azure_ml_runs(path) -> list[tuple[str, frozenset[str], str]]:
+    """The same of each job of a workflow calling the reusable Azure ML run workflow."""
+    runs = []
+    for job in (_load(path).get("jobs") or {}).values():
+        if job.get("uses") == "./.github/workflows/_azure-ml-run.yml":
+            inputs = job.get("with") or {}
+            extra = str(inputs.get("extra-arguments", ""))
+            runs.append((str(inputs["use-case"]), frozenset(OPTION.findall(extra)), _pipeline_of(extra)))
+    return sorted(runs, key=repr)
+
+
+def _pipeline_of(extra: str) -> str:
+    match = re.search(r"--pipeline\s+(\S+)", extra)
+    return match.group(1) if match else "train"
+
+
+OPTION = re.compile(r"(?<!\S)(--[A-Za-z][\w-]*)")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PIPELINES.glob("*.yml") if p.name != "variables-template.yml"))
+def test_each_pipeline_and_its_workflow_start_the_same_azure_ml_runs(name):
+    """The Azure ML runs of a pipeline (each use of the run template: use case, options, which pipeline) are those
+    of the workflow of the same name (each job calling _azure-ml-run.yml): monitoring, retraining only what it
+    selected, batch scoring, training."""
+    ado = _ado_azure_ml_runs(PIPELINES / name)
+    github = _github_azure_ml_runs(REPO / ".github" / "workflows" / name)
+    assert ado == github, {"Azure DevOps": ado, "GitHub": github}
+
+
+def test_what_a_models_registered_tag_triggers_is_called_behind_registered():
+    """An Azure DevOps pipeline started by another's runs tagged `models-registered` (a run that put a model in
+    production) is, on GitHub, a workflow called by that other's workflow only when its run registered a model."""
+    checked = 0
+    for path in sorted(PIPELINES.glob("*.yml")):
+        resources = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("resources") or {}
+        for resource in resources.get("pipelines") or []:
+            if "models-registered" not in ((resource.get("trigger") or {}).get("tags") or []):
+                continue
+            checked += 1
+            caller = REPO / ".github" / "workflows" / f"{resource['source']}.yml"
+            calls = [
+                job
+                for job in (_load(caller).get("jobs") or {}).values()
+                if job.get("uses") == f"./.github/workflows/{path.name}"
+            ]
+            assert calls, f"{caller.name} does not call {path.name}, which {resource['source']}'s tag triggers"
+            assert all(str(job.get("if", "")).endswith("outputs.registered == 'true'") for job in calls), caller.name
+    assert checked >= 1

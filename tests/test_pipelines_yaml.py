@@ -13,6 +13,7 @@ Azure DevOps is not reachable from here, so these tests check what can be checke
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -33,12 +34,16 @@ BIN = Path(sys.executable).parent
 # Modules named in docs/contracts.md that the pipelines call but that other developers are still writing.
 # While a module's file is missing, its checks are xfailed; once it lands they run for real.
 # Add a name only while its module is being written; an empty set is the goal (every module has landed).
-PENDING_MODULES: set[str] = set()
+PENDING_MODULES: set[str] = {"ml_service.pipelines.steps.monitor"}  # issue 13: the lead writes the monitor step
+# Options of a step that a job passes while their step is being written (same rule): (module, option).
+PENDING_OPTIONS: set[tuple[str, str]] = {("ml_service.pipelines.steps.prepare", "--retrain-from")}  # issue 13
 RUN_PIPELINE = "ml_service.pipelines.azureml.run_pipeline"
 STEPS = ("prepare", "train", "evaluate", "register")
 BATCH_STEPS = ("plan", "score", "combine")  # run_pipeline --pipeline batch-score: stages of one step module
 BATCH_MODULE = "ml_service.pipelines.steps.batch_score"
-STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS} | {BATCH_MODULE}
+MONITOR_STEPS = ("monitor",)  # run_pipeline --pipeline monitor: the monitor step alone
+MONITOR_MODULE = "ml_service.pipelines.steps.monitor"
+STEP_MODULES = {f"ml_service.pipelines.steps.{step}" for step in STEPS} | {BATCH_MODULE, MONITOR_MODULE}
 PARALLEL_ENTRY = "ml_service/pipelines/azureml/parallel_entry.py"
 BATCH_PARALLEL_ENTRY = "ml_service/pipelines/azureml/batch_parallel_entry.py"
 PLACEHOLDER = re.compile(r"\$\{\{[^}]*\}\}")
@@ -341,6 +346,31 @@ def test_every_declared_use_case_is_trained_by_a_pipeline():
     assert expected <= trained, f"no pipeline trains {sorted(expected - trained)}"
 
 
+MACRO = re.compile(r"\$\([A-Za-z_.]+\)")
+
+
+def _stand_in(args: tuple[str, ...], folder: Path) -> list[str]:
+    """The run's arguments with each value the CI fills in at run time (`$(ENDPOINT_NAME)`, a file an earlier
+    stage wrote) replaced by a real one: an endpoint name, a folder, a retrain file selecting one model of each
+    member use case."""
+    out = list(args)
+    for i, value in enumerate(out):
+        if i == 0 or not MACRO.search(value):
+            continue
+        option = out[i - 1]
+        if option == "--retrain-from":
+            names = (_option(out, "--use-case") or "").split(",")
+            members = [m for name in names for m in declared_groups(REPO).get(name, [name])]
+            path = folder / "retrain.json"
+            path.write_text(json.dumps({member: [""] for member in members}))
+            out[i] = str(path)
+        elif option in ("--endpoint", "--deployment"):
+            out[i] = "stand-in-endpoint"
+        else:
+            out[i] = str(folder / "stand-in" / Path(MACRO.sub("", value)).name)
+    return out
+
+
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory) -> dict[tuple[str, ...], tuple[subprocess.CompletedProcess, Path]]:
     """Each distinct run the YAML starts, executed here as a dry run (`--wait` is the cloud's part; the job is
@@ -352,7 +382,8 @@ def dry_runs(tmp_path_factory) -> dict[tuple[str, ...], tuple[subprocess.Complet
             folder = tmp_path_factory.mktemp("dry-run")
             # module scope runs before the per-test settings fixture: pin the local store here
             env = {"LOCAL_DIR": str(folder / "local")}
-            result = run_module(RUN_PIPELINE, *key, "--dry-run", "--output", str(folder / "job"), env=env, timeout=300)
+            run = _stand_in(key, folder)
+            result = run_module(RUN_PIPELINE, *run, "--dry-run", "--output", str(folder / "job"), env=env, timeout=300)
             out[key] = (result, folder / "job")
     return out
 
@@ -362,6 +393,8 @@ def step_help() -> dict[str, str]:
     """`--help` of each module of the one step set."""
     out = {}
     for module in sorted(STEP_MODULES):
+        if _module_file(module) is None and module in PENDING_MODULES:
+            continue
         result = run_module(module, "--help", timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         out[module] = result.stdout
@@ -375,7 +408,9 @@ def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_hel
     assert result.returncode == 0, f"{file}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
     job = yaml.safe_load((folder / "pipeline.yml").read_text())
     batch = _option(args, "--pipeline") == "batch-score"
-    steps = (_option(args, "--steps") or ",".join(BATCH_STEPS if batch else STEPS)).split(",")
+    monitoring = _option(args, "--pipeline") == "monitor"
+    default = MONITOR_STEPS if monitoring else BATCH_STEPS if batch else STEPS
+    steps = (_option(args, "--steps") or ",".join(default)).split(",")
     assert list(job["jobs"]) == steps, (file, list(job["jobs"]))
     use_cases = (_option(args, "--use-case") or "").split(",")
     members = [m for name in use_cases for m in declared_groups(REPO).get(name, [name])]
@@ -389,12 +424,17 @@ def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_hel
         command = shlex.split(PLACEHOLDER.sub("X", component["command"]))
         module = BATCH_MODULE if batch else f"ml_service.pipelines.steps.{name}"
         assert command[:2] == ["python", "-m"] and command[2] == module, command
+        if name in ("prepare", "plan", "monitor"):  # a group runs as its declared members
+            assert _option(command, "--use-case").split(",") == members, command
+        if _option(args, "--retrain-from") and name == "prepare":  # prepare plans only what the file selects
+            assert _option(command, "--retrain-from") == "X", command
+        _xfail_if_pending(command[2])  # the step's own file and --help, once it has landed
+        assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
         used = [a for a in command[3:] if a.startswith("--")]
         unknown = [o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", step_help[command[2]])]
+        if unknown and set(unknown) <= {o for m, o in PENDING_OPTIONS if m == command[2]}:
+            pytest.xfail(reason=f"{command[2]} {unknown}: not yet built (PENDING_OPTIONS in {Path(__file__).name})")
         assert not unknown, f"{command[2]} --help does not list {unknown}, which the job passes"
-        if name in ("prepare", "plan"):  # a group runs as its declared members
-            assert _option(command, "--use-case").split(",") == members, command
-        assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
 
 
 def test_make_targets_exist():

@@ -73,6 +73,16 @@ def input_type(path: Path) -> str:
     return "uri_folder" if path.is_dir() else "uri_file"
 
 
+def pipeline_input(value: Any):
+    """A pipeline input: a local path (uploaded on submission; a folder or a file), or an `azure.ai.ml.Input`
+    given as is, e.g. a datastore folder already in the cloud (`azureml://datastores/...`)."""
+    from azure.ai.ml import Input
+
+    if isinstance(value, Input):
+        return value
+    return Input(type=input_type(Path(value)), path=str(value))
+
+
 def select_steps(spec: PipelineSpec, names: Iterable[str] | None) -> tuple[StepSpec, ...]:
     """The named steps (all when None), in pipeline order; each must only need pipeline inputs or chosen steps."""
     if not names:
@@ -95,7 +105,7 @@ def build_pipeline_job(
     *,
     code: Path,
     environment: Any,
-    inputs: Mapping[str, Path],
+    inputs: Mapping[str, Any],
     compute: str,
     experiment_name: str,
     parallel: ParallelSettings | None = None,
@@ -107,6 +117,7 @@ def build_pipeline_job(
 ):
     """The Azure ML `PipelineJob` of `spec`: one node per step, wired like the local runner wires folders.
 
+    inputs: a local path or an `azure.ai.ml.Input` per pipeline input (pipeline_input).
     parallel_environment: what parallel steps run in (default: `environment`); Azure ML's parallel driver needs
     packages the command steps do not (environment.build_parallel_environment).
     environment_variables: set on every step, e.g. the build's lineage (BUILD_ID, BUILD_URI, GIT_COMMIT) that the
@@ -125,7 +136,7 @@ def build_pipeline_job(
     missing = needed - set(inputs)
     if missing:
         raise ValueError(f"pipeline {spec.name}: no path for pipeline input(s) {', '.join(sorted(missing))}")
-    pipeline_inputs = {name: Input(type=input_type(Path(inputs[name])), path=str(inputs[name])) for name in needed}
+    pipeline_inputs = {name: pipeline_input(inputs[name]) for name in needed}
     code_path = str(code)
     variables = dict(environment_variables or {})
     reusable = set(cacheable)
