@@ -31,12 +31,6 @@ from tests.conftest import yaml_strings as _strings
 
 BIN = Path(sys.executable).parent
 
-# Modules named in docs/contracts.md that the pipelines call but that other developers are still writing.
-# While a module's file is missing, its checks are xfailed; once it lands they run for real.
-# Add a name only while its module is being written; an empty set is the goal (every module has landed).
-PENDING_MODULES: set[str] = {"ml_service.pipelines.steps.monitor"}  # issue 13: the lead writes the monitor step
-# Options of a step that a job passes while their step is being written (same rule): (module, option).
-PENDING_OPTIONS: set[tuple[str, str]] = {("ml_service.pipelines.steps.prepare", "--retrain-from")}  # issue 13
 RUN_PIPELINE = "ml_service.pipelines.azureml.run_pipeline"
 STEPS = ("prepare", "train", "evaluate", "register")
 BATCH_STEPS = ("plan", "score", "combine")  # run_pipeline --pipeline batch-score: stages of one step module
@@ -124,19 +118,6 @@ def _contract_modules() -> set[str]:
         elif token.startswith(".") and last:
             modules.add(last.rsplit(".", 1)[0] + token)
     return modules
-
-
-def _module_file(module: str) -> Path | None:
-    base = REPO.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__main__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _xfail_if_pending(module: str) -> None:
-    if _module_file(module) is None and module in PENDING_MODULES:
-        pytest.xfail(reason=f"module not yet built: {module} (PENDING_MODULES in {Path(__file__).name})")
 
 
 # --- the files themselves -------------------------------------------------------------------------
@@ -393,8 +374,6 @@ def step_help() -> dict[str, str]:
     """`--help` of each module of the one step set."""
     out = {}
     for module in sorted(STEP_MODULES):
-        if _module_file(module) is None and module in PENDING_MODULES:
-            continue
         result = run_module(module, "--help", timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         out[module] = result.stdout
@@ -428,12 +407,9 @@ def test_azure_ml_runs_of_the_yaml_render_locally(file, args, dry_runs, step_hel
             assert _option(command, "--use-case").split(",") == members, command
         if _option(args, "--retrain-from") and name == "prepare":  # prepare plans only what the file selects
             assert _option(command, "--retrain-from") == "X", command
-        _xfail_if_pending(command[2])  # the step's own file and --help, once it has landed
         assert (folder / "code" / Path(*command[2].split("."))).with_suffix(".py").is_file()
         used = [a for a in command[3:] if a.startswith("--")]
         unknown = [o for o in used if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", step_help[command[2]])]
-        if unknown and set(unknown) <= {o for m, o in PENDING_OPTIONS if m == command[2]}:
-            pytest.xfail(reason=f"{command[2]} {unknown}: not yet built (PENDING_OPTIONS in {Path(__file__).name})")
         assert not unknown, f"{command[2]} --help does not list {unknown}, which the job passes"
 
 
