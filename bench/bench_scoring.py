@@ -12,8 +12,11 @@ partition model) it measures, loopback only, each server warmed up for 2 s first
 - the in-process ceiling: ``model.predict`` of 1 row and of 32 rows, in ms per call.
 
 It also checks, on the packaged models, that the service's answers under concurrent load equal unbatched
-``predict`` row by row. The load generator shares the 2 cores with the server: compare ratios within one run.
-Not part of the tests.
+``predict`` row by row, and measures what inference data collection costs: one model (``--collect-model``,
+default the first of the table: the cheapest, where collection weighs most) served by 1 worker with collection off
+and at rate 1 (every request written to a temporary folder), alternated twice; it prints the throughput ratio and
+the records collected and dropped (``/metrics``). ``--collection-only`` runs just that. The load generator shares
+the 2 cores with the server: compare ratios within one run. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -98,7 +101,84 @@ def wrk(url: str, body: dict, connections: int, seconds: float) -> dict:
             fields["non2xx"] = int(parts[-1])
         elif line.strip().startswith("Socket errors"):
             fields["errors"] = line.strip()
+        elif " requests in " in line:
+            fields["requests"] = int(parts[0])
     return fields
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples in ``/metrics`` text (0 when absent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def collection_overhead(
+    package: Path, env: dict, name: str, row: list, connections: int, seconds: float, rounds: int = 3
+) -> str:
+    """The service, 1 worker, on ``name``: collection off, then at rate 1 (to a temporary folder), ``rounds`` times
+    in this run; the median of the rounds' throughput ratios on/off (a round's two runs are seconds apart, so a
+    drifting host weighs on both), p99s, and what was collected."""
+    body = {"model_name": name, "data": row}
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    collected = dropped = 0.0
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(rounds):
+            for mode in ("off", "on"):
+                rate = {"SCORING_COLLECT_RATE": "1" if mode == "on" else "0", "SCORING_COLLECT_DIR": folder}
+                port = free_port()
+                argv = ["-m", "ml_service.scoring.serve", "--package", str(package), "--workers", "1"]
+                process = subprocess.Popen(
+                    [sys.executable, *argv, "--port", str(port)],
+                    cwd=ROOT,
+                    env={**env, **rate},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}"
+                    wait_ready(url + "/", process)
+                    runs[mode].append(wrk(f"{url}/score", body, connections, seconds))
+                    text = httpx.get(f"{url}/metrics", timeout=10).text
+                    collected += metric(text, "scoring_collected_records_total")
+                    dropped += metric(text, "scoring_collect_dropped_records_total")
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+        lines = sum(len(f.read_bytes().splitlines()) for f in Path(folder).rglob("*.jsonl"))
+    ratios = sorted(on["rps"] / off["rps"] for off, on in zip(runs["off"], runs["on"], strict=True))
+    cells = {
+        mode: ", ".join(f"{r['rps']:,.0f} req/s (p99 {r['99%']:.1f} ms)" for r in results)
+        for mode, results in runs.items()
+    }
+    return (
+        f"collection on `{name}`, 1 worker, {rounds} rounds: off {cells['off']}; rate 1 {cells['on']}; "
+        f"**on/off median {ratios[len(ratios) // 2]:.3f}** (rounds {', '.join(f'{x:.3f}' for x in ratios)}); "
+        f"{lines:,} records written ({collected:,.0f} counted before each stop), {dropped:,.0f} dropped"
+    )
+
+
+def collector_cost(store: ModelStore, name: str, row: list, count: int = 20_000) -> str:
+    """In this process, without HTTP: microseconds per request that collection adds on the request path (``offer``)
+    and in the writer thread (encoding and writing the lines), for ``name``'s one-row request."""
+    from ml_service.monitoring.collect import Collector, LocalFiles, Record
+
+    loaded = store.get(name)
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"90")]
+    predictions = to_json_values(predict(loaded, checked_rows_to_input(loaded.schema, row, loaded.array_input)))
+    with tempfile.TemporaryDirectory() as folder:
+        collector = Collector(LocalFiles(Path(folder), 1 << 30), 1.0, max_records=count, max_rows=count * len(row))
+        started = time.perf_counter()
+        for i in range(count):
+            collector.offer(f"{i:032x}", headers, loaded, row, predictions)
+        offer = (time.perf_counter() - started) / count * 1e6
+        collector.close()
+        sink = LocalFiles(Path(folder) / "direct", 1 << 30)
+        records = [Record(time.time(), f"{i:032x}", headers, loaded, row, predictions) for i in range(count)]
+        started = time.perf_counter()
+        for start in range(0, count, 1_000):
+            sink.write(records[start : start + 1_000])
+        write = (time.perf_counter() - started) / count * 1e6
+        sink.close()
+    return f"collection cost per request, in process: {offer:.2f} µs on the request path, {write:.2f} µs in the writer"
 
 
 def ceiling(store: ModelStore, name: str, row: list, seconds: float = 1.0) -> tuple[float, float]:
@@ -155,6 +235,8 @@ def main() -> int:
     parser.add_argument("--package", type=Path, default=ROOT / "local" / "package")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--collect-model", help="model of the collection on/off comparison (default: the first)")
+    parser.add_argument("--collection-only", action="store_true", help="only the collection on/off comparison")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_scoring: wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -166,6 +248,16 @@ def main() -> int:
         return 2
     rows = {name: store.entry(name).metadata()["sample_input"][:1] for name in MODELS if name in store}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCORING_API_KEY": "", "APPLICATIONINSIGHTS_CONNECTION_STRING": ""}
+    collect_model = args.collect_model or next(iter(rows), None)
+    if collect_model not in store:
+        print(f"bench_scoring: no model {collect_model!r} in {args.package}", file=sys.stderr)
+        return 2
+    collect_row = rows.get(collect_model) or store.entry(collect_model).metadata()["sample_input"][:1]
+    if args.collection_only:
+        print(f"single-row POST /score, wrk -t1 -c{args.connections} -d{int(args.seconds)}s, loopback")
+        print(collection_overhead(args.package, env, collect_model, collect_row, args.connections, args.seconds))
+        print(collector_cost(store, collect_model, collect_row))
+        return 0
     servers = {
         "service, 1 worker": ["-m", "ml_service.scoring.serve", "--package", str(args.package), "--workers", "1"],
         "service, 2 workers": ["-m", "ml_service.scoring.serve", "--package", str(args.package), "--workers", "2"],
@@ -221,6 +313,8 @@ def main() -> int:
         one, many = ceilings[name]
         print(f"| `{name}` ({MODELS[name]}) | {' | '.join(cells)} | {ratio:.1f}x | {one:.2f} ms / {many:.2f} ms |")
     print(f"batching check under load: {equality}")
+    print(collection_overhead(args.package, env, collect_model, collect_row, args.connections, args.seconds))
+    print(collector_cost(store, collect_model, collect_row))
     return 0
 
 

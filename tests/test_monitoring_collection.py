@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 import yaml
@@ -310,6 +311,31 @@ def test_sampled_requests_are_written_off_the_request_path_in_rotated_files(tmp_
     record = json.loads(files[0].read_text().splitlines()[0])
     assert record["traceparent"] == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
     assert record["model_set"] is None and record["columns"] == ["timeStamp", "precip", "temp"]
+
+
+def test_the_fast_line_encoder_writes_exactly_the_documented_record():
+    import gc
+    import random
+
+    from ml_service.monitoring.collect import Lines, as_json, traceparent
+
+    lines = Lines()
+    models = [loaded_model(), loaded_model("regions/region=r1", "2", "regions", "5")]
+    headers = [[], [(b"traceparent", b" 00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01 ")], [(b"traceparent", b"junk")]]
+    rng = random.Random(3)
+    for i in range(2_000):
+        record = Record(1_795_000_000 + rng.random() * 10_000, f"r\"{i}", headers[i % 3], models[i % 2],
+                        [["2017-08-13 06:00", rng.random(), i]], [rng.random() if i % 5 else None])  # fmt: skip
+        assert lines(record) == orjson.dumps(as_json(record)) + b"\n"
+    assert [traceparent(h) for h in headers] == [None, "00-" + "c" * 32 + "-" + "d" * 16 + "-01", None]
+    assert as_json(Record(1_795_000_000.1239, "x", [], models[0], [], []))["time"] == "2026-11-18T11:06:40.123+00:00"
+    # a model evicted from the service's cache is not kept alive by the encoder's cache
+    evicted = loaded_model("gone")
+    lines(Record(1_795_000_000, "x", [], evicted, [["t", 0, 1]], [1.0]))
+    entry_id = id(evicted)
+    del evicted
+    gc.collect()
+    assert lines._models[entry_id][0]() is None
 
 
 def test_a_new_hour_begins_a_new_file_in_its_own_folder(tmp_path):
