@@ -744,3 +744,19 @@ def test_the_deployments_collector_config_enables_the_services_collections(tmp_p
             "prediction": 12.5,
         }
     ]
+
+
+def test_what_azures_client_refuses_is_counted_not_lost_silently(monkeypatch):
+    """azureml-ai-monitoring's own queue is bounded too: set to 2 events with its sender off (its documented
+    legacy variables), the second model's frames are refused; they are counted as dropped, the first are not."""
+    monkeypatch.setenv("AZUREML_MDC_ENABLED", "true")
+    monkeypatch.setenv("AZUREML_MDC_QUEUE_CAPACITY", "2")
+    monkeypatch.setenv("AZUREML_MDC_WORKER_DISABLED", "true")
+    registry = CollectorRegistry()
+    collector = Collector(AzureDataCollector(), 1.0, registry)
+    other = LoadedModel(ModelEntry("shop", "1", Path(".")), None, (Column("x"),))
+    collector.offer("a", [], loaded_model(), [["2017-08-13 06:00", 0.5, 41.0]], [1.0])
+    collector.offer("b", [], other, [[1.0]], [2.0])
+    collector.close()
+    assert counter(registry, "scoring_collected_records_total") == 1
+    assert counter(registry, "scoring_collect_dropped_records_total", reason="write_error") == 1

@@ -5,8 +5,8 @@ the request path.
 constructed, no thread runs, no request body is ever written. Otherwise a ``Collector`` that the scoring service
 calls once per answered request (``offer``): one random draw decides whether the request is kept (the same draw
 for its rows and its predictions), and a kept request is put on a bounded in-memory queue. That is all the request
-pays: one writer thread per serving process takes the whole queue four times a second and writes it. When the queue is full
-(the writer cannot keep up, or the disk is slow), records are dropped and counted, never waited for.
+pays: one writer thread per serving process takes the whole queue four times a second and writes it. When the
+queue is full (the writer cannot keep up, or the disk is slow), records are dropped and counted, never waited for.
 
 Where records go:
 
@@ -60,7 +60,6 @@ BATCH_RECORDS = 1_000  # most records per write
 FLUSH_SECONDS = 0.25  # the writer takes the queue this often
 CLOSE_SECONDS = 10.0  # how long shutdown waits for the queue to be written
 TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-MDC_VARIABLES = ("AZUREML_MDC_CONFIG_PATH", "AZUREML_MDC_ENABLED")
 
 
 class Record(NamedTuple):
@@ -237,14 +236,17 @@ class AzureDataCollector:
         self._outputs = Collector(name=AZURE_OUTPUTS, on_error=self._errors.append)
         if self._errors:  # e.g. "collection model_inputs is not enabled": the deployment does not collect them
             raise RuntimeError(f"Azure ML data collector not usable: {self._errors[0]}")
+        self.last_error = ""
 
     def describe(self) -> str:
         return f"Azure ML's data collector ({AZURE_INPUTS}, {AZURE_OUTPUTS})"
 
-    def write(self, records: list[Record]) -> None:
+    def write(self, records: list[Record]) -> int:
+        """Log ``records``; returns how many the package accepted (its queue refuses when full)."""
         import pandas as pd
         from azureml.ai.monitoring.context import BasicCorrelationContext
 
+        accepted = 0
         groups: dict[tuple[str, ...], list[Record]] = {}
         for record in records:
             groups.setdefault(tuple(c.name for c in record.loaded.schema), []).append(record)
@@ -262,8 +264,11 @@ class AzureDataCollector:
             del self._errors[:]
             self._inputs.collect(pd.DataFrame(inputs, columns=[*columns, CORRELATION]), context)
             self._outputs.collect(pd.DataFrame(outputs, columns=list(AZURE_OUTPUT_COLUMNS)), context)
-            if self._errors:  # the package's own queue was full, or it refused the frame
-                raise RuntimeError(str(self._errors[0]))
+            if self._errors:  # the package's own queue was full, or it refused the frame: said by the caller
+                self.last_error = str(self._errors[0])
+            else:
+                accepted += len(group)
+        return accepted
 
     def close(self) -> None:
         from azureml.ai.monitoring.init import teardown
@@ -345,15 +350,20 @@ class Collector:
             log.error("collection: closing %s failed (%s)", self.sink.describe(), exc)
 
     def _write(self, batch: list[Record]) -> None:
+        """``sink.write(batch)`` returns None (all written) or how many were; the others are counted and said."""
         try:
-            self.sink.write(batch)
+            written = self.sink.write(batch)
+            reason = getattr(self.sink, "last_error", "")
         except Exception as exc:  # noqa: BLE001 - the records are lost, counted and said; the service carries on
-            self.dropped.labels("write_error").inc(len(batch))
+            written, reason = 0, f"{type(exc).__name__}: {exc}"
+        written = len(batch) if written is None else written
+        if written:
+            self.collected.inc(written)
+        if written < len(batch):
+            self.dropped.labels("write_error").inc(len(batch) - written)
             self._failures += 1
             if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
-                log.error("collection: %d record(s) not written (%s: %s)", len(batch), type(exc).__name__, exc)
-        else:
-            self.collected.inc(len(batch))
+                log.error("collection: %d record(s) not written (%s)", len(batch) - written, reason)
 
     def close(self, timeout: float = CLOSE_SECONDS) -> None:
         """Write what is queued (within ``timeout`` seconds), close the file; later offers are dropped."""
