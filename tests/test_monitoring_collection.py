@@ -1,4 +1,5 @@
-"""Inference data collection: the collected-file reader (local and Azure data-collector formats, bad files)."""
+"""Inference data collection: the collector (sampling, bounded queue, rotated files), the real service collecting
+at rate 1 and 0, the Azure ML data-collector path, the deployment's data_collector, and the reader of both formats."""
 
 from __future__ import annotations
 
@@ -7,12 +8,40 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
+import orjson
 import pandas as pd
 import pytest
+import yaml
+from azure.ai.ml import load_online_deployment
+from azure.ai.ml._local_endpoints.mdc_config_resolver import MdcConfigResolver
+from prometheus_client import CollectorRegistry
 
+from ml_service.monitoring.collect import (
+    AzureDataCollector,
+    Collector,
+    LocalFiles,
+    Record,
+    azure_configured,
+    collector_for,
+)
 from ml_service.monitoring.collected import META_COLUMNS, read_collected
+from ml_service.scoring.deploy import common, online_endpoint
+from ml_service.scoring.inputs import Column
+from ml_service.scoring.model_store import LoadedModel, ModelEntry
+from ml_service.util.env_variables import load_settings
+from tests.test_scoring_support import (
+    ENERGY_ROWS,
+    build_model_set,
+    energy_model,
+    save_single,
+    serve_test_package,
+    stop,
+    write_package,
+)
 
 SOURCE = (
     "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
@@ -244,8 +273,6 @@ def test_azure_files_that_cannot_be_joined_are_listed(tmp_path):
 
 
 def loaded_model(name="energy", version="3", model_set=None, set_version=None):
-    from ml_service.scoring.inputs import Column
-    from ml_service.scoring.model_store import LoadedModel, ModelEntry
 
     entry = ModelEntry(name, version, Path("."), model_set=model_set, set_version=set_version)
     schema = (Column("timeStamp", "datetime"), Column("precip"), Column("temp"))
@@ -257,9 +284,6 @@ def counter(registry, name: str, **labels) -> float:
 
 
 def test_sampled_requests_are_written_off_the_request_path_in_rotated_files(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    from ml_service.monitoring.collect import Collector, LocalFiles
 
     registry = CollectorRegistry()
     sink = LocalFiles(tmp_path / "c", max_bytes=2_000, host="web/1")
@@ -289,8 +313,32 @@ def test_sampled_requests_are_written_off_the_request_path_in_rotated_files(tmp_
     assert record["model_set"] is None and record["columns"] == ["timeStamp", "precip", "temp"]
 
 
+def test_the_fast_line_encoder_writes_exactly_the_documented_record():
+    import gc
+    import random
+
+    from ml_service.monitoring.collect import Lines, as_json, traceparent
+
+    lines = Lines()
+    models = [loaded_model(), loaded_model("regions/region=r1", "2", "regions", "5")]
+    headers = [[], [(b"traceparent", b" 00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01 ")], [(b"traceparent", b"junk")]]
+    rng = random.Random(3)
+    for i in range(2_000):
+        record = Record(1_795_000_000 + rng.random() * 10_000, f"r\"{i}", headers[i % 3], models[i % 2],
+                        [["2017-08-13 06:00", rng.random(), i]], [rng.random() if i % 5 else None])  # fmt: skip
+        assert lines(record) == orjson.dumps(as_json(record)) + b"\n"
+    assert [traceparent(h) for h in headers] == [None, "00-" + "c" * 32 + "-" + "d" * 16 + "-01", None]
+    assert as_json(Record(1_795_000_000.1239, "x", [], models[0], [], []))["time"] == "2026-11-18T11:06:40.123+00:00"
+    # a model evicted from the service's cache is not kept alive by the encoder's cache
+    evicted = loaded_model("gone")
+    lines(Record(1_795_000_000, "x", [], evicted, [["t", 0, 1]], [1.0]))
+    entry_id = id(evicted)
+    del evicted
+    gc.collect()
+    assert lines._models[entry_id][0]() is None
+
+
 def test_a_new_hour_begins_a_new_file_in_its_own_folder(tmp_path):
-    from ml_service.monitoring.collect import LocalFiles, Record
 
     sink = LocalFiles(tmp_path, max_bytes=10_000_000, host="h")
     model = loaded_model()
@@ -305,7 +353,6 @@ def test_a_new_hour_begins_a_new_file_in_its_own_folder(tmp_path):
 
 
 def test_an_existing_file_is_never_appended_to(tmp_path):
-    from ml_service.monitoring.collect import LocalFiles, Record
 
     at = datetime(2026, 12, 1, 22, 0, tzinfo=UTC).timestamp()
     folder = tmp_path / "2026" / "12" / "01" / "22"
@@ -319,9 +366,6 @@ def test_an_existing_file_is_never_appended_to(tmp_path):
 
 
 def test_half_the_requests_at_rate_one_half(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    from ml_service.monitoring.collect import Collector, LocalFiles
 
     registry = CollectorRegistry()
     collector = Collector(LocalFiles(tmp_path, 10_000_000), 0.5, registry)
@@ -354,9 +398,6 @@ class BlockedSink:
 
 
 def test_a_full_queue_drops_and_counts_and_never_waits():
-    from prometheus_client import CollectorRegistry
-
-    from ml_service.monitoring.collect import Collector
 
     registry = CollectorRegistry()
     sink = BlockedSink()
@@ -378,9 +419,6 @@ def test_a_full_queue_drops_and_counts_and_never_waits():
 
 
 def test_write_errors_are_counted_and_the_writer_carries_on(tmp_path):
-    from prometheus_client import CollectorRegistry
-
-    from ml_service.monitoring.collect import Collector, LocalFiles
 
     (tmp_path / "file").write_text("not a folder")
     registry = CollectorRegistry()
@@ -392,8 +430,6 @@ def test_write_errors_are_counted_and_the_writer_carries_on(tmp_path):
 
 
 def test_off_means_nothing_is_constructed(monkeypatch):
-    from ml_service.monitoring.collect import collector_for
-    from ml_service.util.env_variables import load_settings
 
     monkeypatch.setenv("SCORING_COLLECT_RATE", "0")
     threads = threading.active_count()
@@ -409,7 +445,6 @@ KEY = "k3y-never-written"
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     """A scoring package of test models: a single energy model and a model set of two partitions."""
-    from tests.test_scoring_support import ENERGY_ROWS, build_model_set, energy_model, save_single, write_package
 
     root = tmp_path_factory.mktemp("collect-package")
     energy = save_single(energy_model(), root / "energy", ENERGY_ROWS[:1])
@@ -420,7 +455,6 @@ def package(tmp_path_factory):
 def traffic(url: str, count: int, key: str | None = KEY) -> dict[str, dict]:
     """``count`` answered requests (POST and GET, single and partition models, some with a traceparent) plus
     refused ones; returns what was answered by request id."""
-    import httpx
 
     auth = {"Authorization": f"Bearer {key}"} if key else {}
     answered = {}
@@ -468,7 +502,6 @@ def check_frames(collected, answered: dict[str, dict], decimals: int | None = No
 
 @pytest.mark.slow
 def test_the_service_collects_every_answered_request_at_rate_one(package, tmp_path):
-    from tests.test_scoring_support import serve_test_package, stop
 
     folder = tmp_path / "collected"
     env = {**os.environ, "SCORING_COLLECT_RATE": "1", "SCORING_COLLECT_DIR": str(folder), "SCORING_API_KEY": KEY}
@@ -498,9 +531,6 @@ def test_the_service_collects_every_answered_request_at_rate_one(package, tmp_pa
 
 @pytest.mark.slow
 def test_rate_zero_writes_nothing(package, tmp_path):
-    import httpx
-
-    from tests.test_scoring_support import serve_test_package, stop
 
     folder = tmp_path / "collected"
     env = {**os.environ, "SCORING_COLLECT_RATE": "0", "SCORING_COLLECT_DIR": str(folder)}
@@ -519,7 +549,6 @@ class SidecarStandIn:
     each POST /modeldata/log it receives. Nothing else of Azure is replaced."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         posts = self.posts = []
 
@@ -578,14 +607,13 @@ class SidecarStandIn:
 def test_on_an_azure_deployment_the_service_logs_to_azure_data_collector(package, tmp_path):
     """The service in a container whose deployment has data_collector: azureml-ai-monitoring (the real package)
     finds the configuration Azure mounts and posts to the collector beside the container, here a stand-in."""
-    import httpx
 
-    from tests.test_scoring_support import serve_test_package, stop
-
-    config = tmp_path / "mdc.json"  # the file azureml-ai-monitoring reads, in the shape its config.py parses
-    config.write_text(
-        json.dumps({"collections": {"model_inputs": {"enabled": True}, "model_outputs": {"enabled": True}}})
-    )
+    # The file azureml-ai-monitoring reads (AZUREML_MDC_CONFIG_PATH), made from this project's deployment the way
+    # azure-ai-ml makes it for a local endpoint, in the cloud run mode (post to the collector, not print).
+    deployment = online_endpoint.build_deployment("scoring", "blue", "acr.io/s:t", False)
+    mdc = MdcConfigResolver(deployment.data_collector).mdc_config
+    config = tmp_path / "mdc.json"
+    config.write_text(json.dumps({k: v for k, v in mdc.items() if k != "runMode"}))
     sidecar = SidecarStandIn()
     env = {
         **os.environ,
@@ -618,3 +646,117 @@ def test_on_an_azure_deployment_the_service_logs_to_azure_data_collector(package
     collected = read_collected(tmp_path / "blob")
     assert collected.problems == []
     check_frames(collected, answered, decimals=10)
+
+
+# --- the online deployment declares Azure's data collector (validated offline) ----------------------------------
+
+# The data_collector section of Azure/azureml-examples cli/endpoints/online/data-collector/workspace-blob-storage/
+# workspace-blob-storage-custom2.YAML (custom logging collections, rolling and sampling rates), with this service's
+# values: what `az ml online-deployment create -f` would be given.
+DOCUMENTED_DATA_COLLECTOR = """
+data_collector:
+  collections:
+    model_inputs:
+      enabled: 'True'
+    model_outputs:
+      enabled: 'True'
+  rolling_rate: hour
+  sampling_rate: 1.0
+"""
+
+
+@pytest.mark.parametrize("kubernetes", [False, True])
+def test_online_deployments_declare_the_data_collector(tmp_path, kubernetes):
+
+    deployment = online_endpoint.build_deployment("scoring", "blue", "myacr.azurecr.io/mlops/scoring:t", kubernetes)
+    assert deployment.environment_variables["SCORING_COLLECT_RATE"] == "1.0"
+    dumped = json.loads(json.dumps(deployment._to_dict()))
+    documented = yaml.safe_load(DOCUMENTED_DATA_COLLECTOR)["data_collector"]
+    collections = dumped["data_collector"].pop("collections")
+    assert {k: v["enabled"].lower() for k, v in collections.items()} == {
+        "model_inputs": "true",
+        "model_outputs": "true",
+    }
+    documented.pop("collections")
+    assert dumped["data_collector"] == documented
+    # the YAML the SDK writes loads back as the same kind of deployment with the same collector
+    (tmp_path / "deployment.yml").write_text(yaml.safe_dump(json.loads(json.dumps(deployment._to_dict()))))
+    loaded = load_online_deployment(tmp_path / "deployment.yml")
+    assert type(loaded) is type(deployment)
+    assert sorted(loaded.data_collector.collections) == ["model_inputs", "model_outputs"]
+    # and the documented YAML gives the same REST payload as the object built here
+    documented_file = tmp_path / "documented.yml"
+    documented_file.write_text(
+        yaml.safe_dump({k: v for k, v in dumped.items() if k != "data_collector"}) + DOCUMENTED_DATA_COLLECTOR.lstrip()
+    )
+    from_docs = load_online_deployment(documented_file)
+    rest = deployment._to_rest_object(location="westeurope").properties.data_collector.as_dict()
+    assert rest == from_docs._to_rest_object(location="westeurope").properties.data_collector.as_dict()
+    assert rest == {
+        "collections": {
+            "model_inputs": {"dataCollectionMode": "enabled", "samplingRate": 1.0},
+            "model_outputs": {"dataCollectionMode": "enabled", "samplingRate": 1.0},
+        },
+        "rollingRate": "hour",
+    }
+
+
+def test_collect_rate_zero_declares_no_collector_and_a_bad_rate_is_refused():
+
+    deployment = online_endpoint.build_deployment("scoring", "blue", "acr.io/s:t", False, collect_rate=0)
+    assert deployment.data_collector is None and "SCORING_COLLECT_RATE" not in deployment.environment_variables
+    half = online_endpoint.build_deployment("scoring", "blue", "acr.io/s:t", False, collect_rate=0.25)
+    assert half.environment_variables["SCORING_COLLECT_RATE"] == "0.25"
+    assert half.data_collector.sampling_rate == 1.0  # the service samples whole requests, Azure keeps what it gets
+    with pytest.raises(common.DeployError, match="--collect-rate 1.5 is not between 0"):
+        online_endpoint.build_deployment("scoring", "blue", "acr.io/s:t", False, collect_rate=1.5)
+
+
+def test_the_deployments_collector_config_enables_the_services_collections(tmp_path, monkeypatch, capsys):
+    """azure-ai-ml's own local endpoints turn a deployment's data_collector into the file the container reads
+    (AZUREML_MDC_CONFIG_PATH, in run mode "local": the package prints instead of posting). With the file made from
+    this project's deployment, the service's adapter finds both its collections enabled and logs to them."""
+
+    deployment = online_endpoint.build_deployment("scoring", "blue", "acr.io/s:t", False)
+    resolver = MdcConfigResolver(deployment.data_collector)
+    resolver.write_file(str(tmp_path))
+    assert set(resolver.environment_variables) == {"AZUREML_MDC_CONFIG_PATH"}
+    monkeypatch.setenv("AZUREML_MDC_CONFIG_PATH", str(tmp_path / resolver.local_config_name))
+    assert azure_configured(os.environ)
+    sink = AzureDataCollector()
+    try:
+        model = loaded_model("regions/region=r1", "2", "regions", "5")
+        sink.write([Record(time.time(), "req-7", [], model, [["2017-08-13 06:00", 0.5, 41.0]], [12.5])])
+    finally:
+        sink.close()  # flushes the package's queue
+    lines = [line for line in capsys.readouterr().out.splitlines() if " | req-7 | " in line]
+    by_collection = {line.split(" | ")[-3]: json.loads(line.split(" | ")[-1]) for line in lines}
+    assert by_collection["model_inputs"] == [
+        {"timeStamp": "2017-08-13 06:00", "precip": 0.5, "temp": 41.0, "correlationid": "req-7"}
+    ]
+    assert by_collection["model_outputs"] == [
+        {
+            "correlationid": "req-7",
+            "model_name": "regions/region=r1",
+            "model_version": "2",
+            "model_set": "regions",
+            "set_version": "5",
+            "prediction": 12.5,
+        }
+    ]
+
+
+def test_what_azures_client_refuses_is_counted_not_lost_silently(monkeypatch):
+    """azureml-ai-monitoring's own queue is bounded too: set to 2 events with its sender off (its documented
+    legacy variables), the second model's frames are refused; they are counted as dropped, the first are not."""
+    monkeypatch.setenv("AZUREML_MDC_ENABLED", "true")
+    monkeypatch.setenv("AZUREML_MDC_QUEUE_CAPACITY", "2")
+    monkeypatch.setenv("AZUREML_MDC_WORKER_DISABLED", "true")
+    registry = CollectorRegistry()
+    collector = Collector(AzureDataCollector(), 1.0, registry)
+    other = LoadedModel(ModelEntry("shop", "1", Path(".")), None, (Column("x"),))
+    collector.offer("a", [], loaded_model(), [["2017-08-13 06:00", 0.5, 41.0]], [1.0])
+    collector.offer("b", [], other, [[1.0]], [2.0])
+    collector.close()
+    assert counter(registry, "scoring_collected_records_total") == 1
+    assert counter(registry, "scoring_collect_dropped_records_total", reason="write_error") == 1

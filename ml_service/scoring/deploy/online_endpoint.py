@@ -9,6 +9,12 @@ kept (0%) for a quick roll-back and replaced by the next deployment.
 
 The endpoint checks the key (`Authorization: Bearer <key>`) and forwards only `/score` to the container's
 `/score`; the container's own SCORING_API_KEY is left empty (the endpoint is the gate).
+
+Inference data collection (docs/monitoring.md), on unless `--collect-rate 0`: the deployment declares Azure's
+data collector with the collections `model_inputs` and `model_outputs` (hourly folders), and the container gets
+SCORING_COLLECT_RATE; the service then logs sampled requests through azureml-ai-monitoring. The collector's own
+`sampling_rate` stays 1.0: the package draws for each collection separately (its collector_json.py), which would
+keep the inputs of a request without its outputs; the service draws once per request instead.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ml_service.monitoring.collected import AZURE_INPUTS, AZURE_OUTPUTS
 from ml_service.scoring.deploy import common
 
 COLOURS = ("blue", "green")
 SAMPLE_REQUESTS = "sample_request.json"  # written by ml_service.scoring.package
 MANAGED_INSTANCE_TYPE = "Standard_DS3_v2"
+COLLECT_RATE = 1.0  # share of answered requests collected for monitoring by default
 
 
 def next_colour(traffic: Mapping[str, int] | None) -> str:
@@ -51,8 +59,31 @@ def build_endpoint(name: str, kubernetes: bool, compute: str | None, traffic: Ma
     return ManagedOnlineEndpoint(name=name, auth_mode="key", description=description, traffic=dict(traffic or {}))
 
 
-def build_deployment(endpoint: str, colour: str, image: str, kubernetes: bool, app_insights: str = ""):
-    """The deployment of one colour: the image as a custom container, probes on /health, scoring on /score."""
+def check_collect_rate(rate: float) -> float:
+    if not 0 <= rate <= 1:
+        raise common.DeployError(f"--collect-rate {rate} is not between 0 (off) and 1 (every request)", 2)
+    return rate
+
+
+def build_data_collector():
+    """Azure's data collector for the service's two collections (Microsoft Learn, "Collect production data from
+    models for real-time inferencing", "Update your deployment YAML"): files rolled hourly, like the local ones."""
+    from azure.ai.ml.entities import DataCollector, DeploymentCollection
+
+    collections = {name: DeploymentCollection(enabled="true") for name in (AZURE_INPUTS, AZURE_OUTPUTS)}
+    return DataCollector(collections=collections, rolling_rate="hour", sampling_rate=1.0)
+
+
+def build_deployment(
+    endpoint: str,
+    colour: str,
+    image: str,
+    kubernetes: bool,
+    app_insights: str = "",
+    collect_rate: float = COLLECT_RATE,
+):
+    """The deployment of one colour: the image as a custom container, probes on /health, scoring on /score;
+    ``collect_rate`` > 0: inference data collection through Azure's data collector (0: none)."""
     from azure.ai.ml.entities import (
         Environment,
         KubernetesOnlineDeployment,
@@ -75,6 +106,9 @@ def build_deployment(endpoint: str, colour: str, image: str, kubernetes: bool, a
     variables = {"SCORING_PORT": str(port), "SCORING_API_KEY": ""}
     if app_insights:
         variables["APPLICATIONINSIGHTS_CONNECTION_STRING"] = app_insights
+    check_collect_rate(collect_rate)
+    if collect_rate:
+        variables["SCORING_COLLECT_RATE"] = str(collect_rate)
     common_args: dict[str, Any] = dict(
         name=colour,
         endpoint_name=endpoint,
@@ -83,6 +117,7 @@ def build_deployment(endpoint: str, colour: str, image: str, kubernetes: bool, a
         instance_count=1,
         liveness_probe=ProbeSettings(initial_delay=10, period=10, failure_threshold=6),
         readiness_probe=ProbeSettings(initial_delay=10, period=10, failure_threshold=6),
+        data_collector=build_data_collector() if collect_rate else None,
     )
     if kubernetes:
         requests = ResourceSettings(cpu="1", memory="2Gi")
@@ -159,7 +194,12 @@ def deploy(
         ml_client.online_endpoints.begin_create_or_update(endpoint).result()
     colour = next_colour(traffic)
     deployment = build_deployment(
-        args.name, colour, image, args.kubernetes, settings.applicationinsights_connection_string
+        args.name,
+        colour,
+        image,
+        args.kubernetes,
+        settings.applicationinsights_connection_string,
+        getattr(args, "collect_rate", COLLECT_RATE),
     )
     print(f"endpoint {args.name}: deploying {colour} ({image}); traffic now {traffic or 'none'}", flush=True)
     ml_client.online_deployments.begin_create_or_update(deployment).result()
@@ -177,17 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--kubernetes", action="store_true", help="a Kubernetes online endpoint (needs --compute)")
     cli.add_argument("--compute", help="name of the Kubernetes compute attached to the workspace")
     cli.add_argument("--key-file", type=Path, help="write the endpoint's primary key to this file")
+    cli.add_argument(
+        "--collect-rate",
+        type=float,
+        default=COLLECT_RATE,
+        help=f"share of answered requests collected for monitoring by Azure's data collector (default {COLLECT_RATE}; "
+        "0: none)",
+    )
     args = cli.parse_args(argv)
 
     def body() -> None:
         settings = common.azure_settings(args.dry_run)
         if args.kubernetes and not args.compute:
             raise common.DeployError("--kubernetes needs --compute NAME", 2)
+        check_collect_rate(args.collect_rate)
         if args.dry_run:
             package = common.read_package(args.package)
             image = common.planned_image(package, args.image_file)
             endpoint = build_endpoint(args.name, args.kubernetes, args.compute)
-            deployment = build_deployment(args.name, "<blue|green: the colour without traffic>", image, args.kubernetes)
+            deployment = build_deployment(
+                args.name, "<blue|green: the colour without traffic>", image, args.kubernetes, "", args.collect_rate
+            )
             print(f"would deploy {image}, create endpoint {args.name} if missing:")
             print(common.to_json(endpoint._to_dict()))
             print("deploy (then smoke test it, then give it 100% of the traffic):")
