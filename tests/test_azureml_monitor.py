@@ -342,12 +342,11 @@ def test_check_downloads_the_monitor_steps_output(tmp_path, monkeypatch, capsys)
 @pytest.mark.parametrize("kubernetes", [False, True])
 def test_the_deployment_declares_the_collections_the_monitors_read(kubernetes):
     """Both monitors read the deployment's data collector: its `model_inputs` and `model_outputs` collections
-    must be enabled (the collection helper adds `data_collector` to build_deployment; until then this xfails)."""
+    must be enabled."""
     from ml_service.scoring.deploy.online_endpoint import build_deployment
 
     deployment = build_deployment(ENDPOINT, "blue", "registry.example/scoring@sha256:" + "0" * 64, kubernetes)
-    if deployment.data_collector is None:
-        pytest.xfail("build_deployment declares no data_collector yet (issue 13, inference data collection)")
+    assert deployment.data_collector is not None
     collections = deployment.data_collector.collections
     for name in monitor.COLLECTIONS:
         assert name in collections and str(collections[name].enabled).lower() == "true", name
