@@ -4,8 +4,8 @@ monitor of the online endpoint, and retraining only what a monitor run selected.
 Nothing here reaches Azure. What is checked: the job passes the SDK's `_validate()` and its YAML loads back with
 `load_job`; the schedule YAML and the model monitor's load back with the SDK's schemas and give a REST body
 (`_to_rest_object()`, which checks the model monitor's Spark runtime and signals); the command the job runs is
-exactly the monitor step's command line (docs/monitoring.md ("Monitoring in Azure")); the retrain file becomes the prepare step's
-input. Only one test replaces anything: the Azure ML client of `--check` (the network edge), said there.
+exactly the monitor step's command line (docs/monitoring.md, "Monitoring in Azure"); the retrain file becomes the
+prepare step's input. Only one test replaces anything: the Azure ML client of `--check` (the network edge), said there.
 """
 
 from __future__ import annotations
