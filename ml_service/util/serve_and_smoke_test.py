@@ -27,7 +27,8 @@ from ml_service.util.env_variables import SettingsError, load_settings
 
 NEXT_STEPS = (
     "next: make serve (every production model on http://127.0.0.1:{port}, docs at /docs), "
-    "make ui (the MLflow registry at http://127.0.0.1:5000)"
+    "make ui (the MLflow registry at http://127.0.0.1:5000), "
+    "make traffic then make monitor (drift and decay per model)"
 )
 
 
