@@ -60,8 +60,13 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=14, help="days of training data per partition")
     parser.add_argument("--workers", type=int, default=0, help="MAX_WORKERS (0: one per core)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--work", type=Path, help="a work folder kept by an earlier run (--keep): its set-up is reused, not redone"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="timed rounds (each: bare half, step, bare half)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    reuse = args.work is not None and (args.work / "new" / NAME).is_dir()
+    work = args.work.resolve() if reuse else Path(tempfile.mkdtemp(prefix="bench-batch-"))
     local = work / "local"
     env = {
         **os.environ,
@@ -77,13 +82,16 @@ def main() -> int:
     prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))
     new_rows, out = work / "new", work / "out"
     try:
-        seed_registry(local)
-        print("set-up (untimed):")
-        step("prepare", env, *data, "--output", str(prepared))
-        step("train", env, "--prepared", str(prepared), "--output", str(trained))
-        step("evaluate", env, "--trained", str(trained), "--output", str(decisions))
-        step("register", env, "--trained", str(trained), "--decisions", str(decisions), "--output", str(registered))
-        step("batch_input", env, "--use-case", NAME, "--output", str(new_rows))
+        if reuse:
+            print(f"set-up reused from {work}")
+        else:
+            seed_registry(local)
+            print("set-up (untimed):")
+            step("prepare", env, *data, "--output", str(prepared))
+            step("train", env, "--prepared", str(prepared), "--output", str(trained))
+            step("evaluate", env, "--trained", str(trained), "--output", str(decisions))
+            step("register", env, "--trained", str(trained), "--decisions", str(decisions), "--output", str(registered))
+            step("batch_input", env, "--use-case", NAME, "--output", str(new_rows))
         files = sorted((new_rows / NAME).glob("*.csv"))
         if len(files) != args.models:
             sys.exit(f"batch_input wrote {len(files)} files for {args.models} partitions")
@@ -92,33 +100,36 @@ def main() -> int:
         from ml_service.util.env_variables import load_settings
 
         client = connect(load_settings())
-        models = download_data(client, production_model(client, NAME, "production"), work / "bare-model")
+        if not (work / "bare-model").is_dir():
+            download_data(client, production_model(client, NAME, "production"), work / "bare-model")
+        models = next((work / "bare-model").rglob("manifest.json")).parent  # the model set's data folder
         bare_loop(files[:20], models)  # imports and first-call costs out of the clock
         half = len(files) // 2
-        print("timed:")
-        first, rows_first = bare_loop(files[:half], models)
+        import pandas as pd
         import psutil
 
         bench_rss = psutil.Process().memory_info().rss  # this process is in the sampled tree: reported apart
-        with TreeMemory() as memory:
-            full = step("batch_score", env, "--use-case", NAME, "--input", str(new_rows), "--output", str(out))
-        second, rows_second = bare_loop(files[half:], models)
-        bare = first + second
-        import pandas as pd
-
-        combined = pd.read_parquet(out / f"{NAME}.parquet", columns=["prediction"])
-        if len(combined) != rows_first + rows_second:
-            sys.exit(f"the step wrote {len(combined)} rows, the bare loop predicted {rows_first + rows_second}")
-        print(f"batch-score step (own process, end to end): {full:.2f} s  ({args.models / full:.0f} partitions/s)")
-        print(f"bare loop (read, unpickle, predict; nothing written): {bare:.2f} s ({args.models / bare:.0f}/s)")
-        print(f"bare / full: {bare / full:.2f}x (target >= 2x on 2 cores)")
+        for round_ in range(args.repeat):
+            shutil.rmtree(out, ignore_errors=True)  # every round scores everything (no resume)
+            print("timed:" if args.repeat == 1 else f"timed, round {round_ + 1} of {args.repeat}:")
+            first, rows_first = bare_loop(files[:half], models)
+            with TreeMemory() as memory:
+                full = step("batch_score", env, "--use-case", NAME, "--input", str(new_rows), "--output", str(out))
+            second, rows_second = bare_loop(files[half:], models)
+            bare = first + second
+            combined = pd.read_parquet(out / f"{NAME}.parquet", columns=["prediction"])
+            if len(combined) != rows_first + rows_second:
+                sys.exit(f"the step wrote {len(combined)} rows, the bare loop predicted {rows_first + rows_second}")
+            print(f"batch-score step (own process, end to end): {full:.2f} s  ({args.models / full:.0f} partitions/s)")
+            print(f"bare loop (read, unpickle, predict; nothing written): {bare:.2f} s ({args.models / bare:.0f}/s)")
+            print(f"bare / full: {bare / full:.2f}x (target >= 2x on 2 cores)")
         print(
             f"peak memory of the batch-score processes (step + workers, sampled): "
             f"{(memory.peak - bench_rss) / 2**20:.0f} MB (the bench process, {bench_rss / 2**20:.0f} MB, left out); "
             f"the model set on disk {sum(p.stat().st_size for p in models.rglob('*')) / 2**20:.0f} MB"
         )
     finally:
-        if args.keep:
+        if args.keep or reuse:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,14 @@ from azure.ai.ml.entities import PipelineComponentBatchDeployment
 
 from ml_service.pipelines import run_train_pipeline
 from ml_service.pipelines.azureml import batch_endpoint, batch_parallel_entry, builder, environment
-from ml_service.pipelines.batch import PLAN_FILE, SUMMARY_FILE, BatchPlan
+from ml_service.pipelines.batch import (
+    PLAN_FILE,
+    SUMMARY_FILE,
+    BatchPlan,
+    batch_files,
+    read_partition,
+    scored_partitions,
+)
 from ml_service.pipelines.definition import batch_scoring_pipeline
 from ml_service.pipelines.steps import batch_input, batch_score
 from ml_service.registry.mlops_pyfunc_model import RegisteredModel
@@ -51,8 +58,11 @@ def production_folder(tmp_path: Path, name: str = "toy") -> Path:
     return download_data(client, production_model(client, name, "production"), tmp_path / "expected-model")
 
 
-def parquet_files(folder: Path) -> set[str]:
-    return {p.name for p in folder.glob("*.parquet")}
+def held(out: Path, name: str = "toy") -> dict[str, int]:
+    """The partitions the batch files of `out/<name>/` hold: key -> rows (each key once)."""
+    found = scored_partitions(out, name)
+    assert all(len(places) == 1 for places in found.values()), found
+    return {key: places[0].rows for key, places in found.items()}
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -71,7 +81,7 @@ def test_predictions_are_the_registered_models_own_from_a_folder_or_one_file(pro
     assert score("--input", str(new_rows), "--output", str(out)) == 0
     printed = capsys.readouterr().out
     assert "batch-score: toy: 6 scored, 0 already scored (skipped), 0 failed, 24 rows" in printed
-    assert parquet_files(out / "toy") == {f"store=s0{i}.parquet" for i in range(6)}
+    assert held(out) == {f"store=s0{i}": 4 for i in range(6)}
     combined = pd.read_parquet(out / "toy.parquet")
     assert list(combined.columns) == ["store", "colour", "x", "prediction", "model_name", "model_version"]
     expected = RegisteredModel(production_folder(tmp_path)).predict(combined[["store", "colour", "x"]])
@@ -80,8 +90,12 @@ def test_predictions_are_the_registered_models_own_from_a_folder_or_one_file(pro
     assert set(combined["model_version"]) == {"1"}
     page = (out / "batch_report.html").read_text()  # the picture: 4 partitions' predictions and the spread
     assert page.count("<svg") == 5 and "toy/store=s03: prediction" in page and "mean prediction per partition" in page
-    one = pd.read_parquet(out / "toy" / "store=s03.parquet")
-    assert len(one) == 4 and set(one["store"]) == {"s03"}
+    # one partition's predictions: by the batch files' index, or as a Parquet dataset filtered on its key
+    one = read_partition(out, "toy", "store=s03")
+    assert len(one) == 4 and set(one["store"]) == {"s03"} and list(one.columns) == list(combined.columns)
+    pd.testing.assert_frame_equal(one, combined[combined.store == "s03"].reset_index(drop=True))
+    filtered = pd.read_parquet(out / "toy", filters=[("store", "==", "s03")])
+    pd.testing.assert_frame_equal(filtered, one)
 
     # the same rows as one file holding the partition column: split per partition, same predictions
     single = tmp_path / "all.csv"
@@ -121,7 +135,7 @@ def test_bad_partitions_are_reported_one_line_each_and_the_rest_are_scored(proje
     assert "column 'x': missing" in reasons["store=s02"]
     assert "column 'x': 16 values are not numbers" in reasons["store=s03"]
     assert "file is empty" in reasons["empty"]
-    assert parquet_files(out / "toy") == {"store=s00.parquet", "store=s01.parquet"}
+    assert held(out) == {"store=s00": 16, "store=s01": 16}
     assert set(pd.read_parquet(out / "toy.parquet")["store"]) == {"s00", "s01"}
     assert not leftovers(out)
     assert "no production model for partition store=s99" in (out / "batch_report.html").read_text()
@@ -160,10 +174,10 @@ def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(pro
         text=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert len(parquet_files(out / "toy")) == 12  # every partition finished before the kill is whole
+    # every batch finished before the kill is whole (3 batches of 4 partitions), the 4th left nothing
+    assert held(out) == {key: 4 for key in held(out)} and len(held(out)) == 12
+    assert len(batch_files(out, "toy")) == 3
     assert not (out / "toy.parquet").exists() and not (out / SUMMARY_FILE).exists()
-    for path in (out / "toy").glob("*.parquet"):
-        assert len(pd.read_parquet(path)) == 4
 
     monkeypatch.setenv("MAX_WORKERS", "2")  # the rest in a process pool
     capsys.readouterr()
@@ -179,6 +193,14 @@ def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(pro
     changed.write_text(changed.read_text().replace("red", "blue"))
     assert score("--input", str(new_rows), "--output", str(out)) == 0
     assert "toy: 1 scored, 29 already scored (skipped), 0 failed, 120 rows" in capsys.readouterr().out
+    # its old rows are gone from the folder: read as a dataset, it is the combined file, each partition once
+    assert len(held(out)) == 30
+    dataset = pd.read_parquet(out / "toy").sort_values(["store", "x"]).reset_index(drop=True)
+    combined = pd.read_parquet(out / "toy.parquet")
+    pd.testing.assert_frame_equal(dataset, combined.sort_values(["store", "x"]).reset_index(drop=True))
+    colours = set(combined.loc[combined.store == "s05", "colour"])
+    assert "blue" in colours and "red" not in colours
+    assert not leftovers(out)
 
 
 def test_no_production_model_fails_every_partition_with_the_reason(project, tmp_path, capsys):
