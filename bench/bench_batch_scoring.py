@@ -56,7 +56,7 @@ def bare_loop(files: list[Path], models: Path) -> tuple[float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=2000, help="partitions (default %(default)s)")
+    parser.add_argument("--models", type=int, help="partitions (default 2000, or as many as --work holds)")
     parser.add_argument("--days", type=int, default=14, help="days of training data per partition")
     parser.add_argument("--workers", type=int, default=0, help="MAX_WORKERS (0: one per core)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -66,6 +66,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timed rounds (each: bare half, step, bare half)")
     args = parser.parse_args()
     reuse = args.work is not None and (args.work / "new" / NAME).is_dir()
+    if args.models is None:
+        args.models = len(list((args.work / "new" / NAME).glob("*.csv"))) if reuse else 2000
     work = args.work.resolve() if reuse else Path(tempfile.mkdtemp(prefix="bench-batch-"))
     local = work / "local"
     env = {

@@ -279,8 +279,25 @@ def test_the_azure_ml_batch_job_validates_offline_and_its_entry_script_scores_li
 
 
 def test_the_step_names_what_is_missing(project, tmp_path, capsys):
-    project({"toy": toy_config()})
+    root = project({"toy": toy_config()})
     assert batch_score.main(["--use-case", "toy", "--output", str(tmp_path / "o")]) == 2
     assert "error: batch-score: --input is required" in capsys.readouterr().err
     assert batch_score.main(["--use-case", "toy", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
     assert "batch input" in capsys.readouterr().err
+    new_rows = tmp_path / "new.csv"
+    toy_frame().drop(columns=["y"]).to_csv(new_rows, index=False)
+    assert score("--input", str(new_rows), "--output", str(tmp_path / "o"), "--model-version", "7") == 2
+    assert "error: batch-score: toy has no registered version 7 (--model-version)" in capsys.readouterr().err
+    # the same from a fresh process, where the registry lookup runs in a forked process beside the plan
+    fresh = subprocess.run(
+        [sys.executable, "-m", "ml_service.pipelines.steps.batch_score", "--use-case", "toy", "--input", str(new_rows)]
+        + ["--output", str(tmp_path / "o"), "--model-version", "7"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)])},
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode == 2, fresh.stderr[-2000:]
+    assert (
+        fresh.stderr.strip().splitlines()[-1] == "error: batch-score: toy has no registered version 7 (--model-version)"
+    )

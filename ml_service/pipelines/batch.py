@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_service.config import UseCaseConfig
+from ml_service.config import UseCaseConfig, load_config
 from ml_service.data_checks import DataValidationError, check_frame, coerce, read_csv
 from ml_service.registry.mlops_pyfunc_model import ModelKeyError, model_key, parse_model_key
 from ml_service.registry.model_set import MODEL_FILE, ModelSetError, partition_folder, read_manifest
@@ -154,8 +154,9 @@ def _stem_key(path: Path, partition_columns: Sequence[str]) -> str:
 
 def split_input(
     files: Iterable[Path], config: UseCaseConfig, partitions_dir: Path, copy: bool = False
-) -> tuple[dict[str, Path], list[BatchResult]]:
-    """{partition key: its CSV file} for one use case, and the files that could not be split (one reason each).
+) -> tuple[dict[str, tuple[Path, str]], list[BatchResult]]:
+    """{partition key: (its CSV file, the file's sha256)} for one use case, and the files that could not be
+    split (one reason each).
 
     A file holding one partition is used where it is (copied with `copy`: an Azure ML parallel step splits
     the partitions folder, so every partition must be a file of it); a file holding several is split into
@@ -163,31 +164,33 @@ def split_input(
     not stop the others.
     """
     columns = list(config.partition_columns)
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[Path, str]] = {}
     failed: list[BatchResult] = []
     folder = Path(partitions_dir) / config.name
+
+    def add(key: str, path: Path, data_hash: str | None = None) -> None:
+        if key in found:
+            raise ValueError(f"{path.name}: partition {key} is in another file too")
+        found[key] = (path, data_hash or file_sha256(path))
+
     for path in files:
         try:
             if not columns:
                 if found:
                     raise ValueError(f"{path.name}: {config.name} has no partitions; give one file of rows")
                 read_csv(path, config)  # empty or unreadable files fail here, with the reason
-                found[""] = _copied(path, folder / f"{SINGLE_FILE}.csv") if copy else path.resolve()
+                add("", _copied(path, folder / f"{SINGLE_FILE}.csv") if copy else path.resolve())
                 continue
-            key = _one_key(path, config)
+            key, data_hash = _one_key(path, config)
             if key is not None:
-                if key in found:
-                    raise ValueError(f"{path.name}: partition {key} is in another file too")
-                found[key] = _copied(path, folder / f"{key}.csv") if copy else path.resolve()
+                add(key, _copied(path, folder / f"{key}.csv") if copy else path.resolve(), data_hash)
                 continue
             frame = read_csv(path, config)
             if not set(columns) <= set(frame.columns):
                 if set(columns) & set(frame.columns):
                     raise ValueError(f"{path.name}: has some of the partition columns {columns}, not all")
                 key = _stem_key(path, columns)
-                if key in found:
-                    raise ValueError(f"{path.name}: partition {key} is in another file too")
-                found[key] = _copied(path, folder / f"{key}.csv") if copy else path.resolve()
+                add(key, _copied(path, folder / f"{key}.csv") if copy else path.resolve(), data_hash)
                 continue
             if frame[columns].isna().any().any():
                 raise ValueError(f"{path.name}: rows with a missing partition value in {columns}")
@@ -202,38 +205,53 @@ def split_input(
                     target = folder / f"{key}.csv"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _write_csv_atomic(rows, target)
-                    found[key] = target.resolve()
+                    add(key, target.resolve())
                 elif copy:
-                    found[key] = _copied(path, folder / f"{key}.csv")
+                    add(key, _copied(path, folder / f"{key}.csv"), data_hash)
                 else:
-                    found[key] = path.resolve()
+                    add(key, path.resolve(), data_hash)
         except (DataValidationError, ValueError, ModelKeyError) as exc:
             failed.append(BatchResult(config.name, path.stem, "failed", error=one_line(exc)))
     return found, failed
 
 
-def _one_key(path: Path, config: UseCaseConfig) -> str | None:
-    """The key of a file whose rows all belong to one partition (text partition columns, read with the csv
-    module: a tenth of pandas' cost for a 48-row file); None when that is not plainly so (pandas decides)."""
+def _one_key(path: Path, config: UseCaseConfig) -> tuple[str | None, str | None]:
+    """The key of a file whose rows all belong to one partition (text partition columns), and the sha256 of the
+    bytes read; key None when that is not plainly so (pandas decides). The file is read once, as bytes: for a
+    48-row file pandas costs ten times more, and the csv module twice more."""
     columns = list(config.partition_columns)
     if any(config.columns[c].type not in ("string", "category") for c in columns):
-        return None
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or not set(columns) <= set(header):
-            return None
-        positions = [header.index(c) for c in columns]
-        seen: set[tuple[str, ...]] = set()
-        for row in reader:
-            if len(row) != len(header):
-                return None
-            seen.add(tuple(row[i] for i in positions))
-            if len(seen) > 1:
-                return None
-    if len(seen) != 1 or not all(v.strip() and v.strip() == v for v in next(iter(seen))):
-        return None
-    return model_key(dict(zip(columns, next(iter(seen)), strict=True)))
+        return None, None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None, None
+    data_hash = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, data_hash
+    if '"' in text or "\r" in text:  # quoted fields, other line ends: the csv module reads them
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    else:
+        rows = [line.split(",") for line in text.split("\n")]
+        if rows and rows[-1] == [""]:
+            rows.pop()
+    if len(rows) < 2 or not set(columns) <= set(rows[0]):
+        return None, data_hash
+    header = rows[0]
+    positions = [header.index(c) for c in columns]
+    seen: set[tuple[str, ...]] = set()
+    for row in rows[1:]:
+        if len(row) != len(header):
+            return None, data_hash
+        seen.add(tuple(row[i] for i in positions))
+        if len(seen) > 1:
+            return None, data_hash
+    values = next(iter(seen))
+    if not all(v.strip() and v.strip() == v for v in values):
+        return None, data_hash
+    return model_key(dict(zip(columns, values, strict=True))), data_hash
 
 
 def _copied(source: Path, target: Path) -> Path:
@@ -271,7 +289,11 @@ def _local_data_folder(client: Any, model: Any) -> Path | None:
 def download_models(model_name: str, version: str | None, models_dir: Path, copy: bool = True) -> tuple[str, str]:
     """Download the production version of `model_name` (or `version`) once: (version, folder relative to
     `models_dir`). ("", "") when there is no such version. A folder already downloaded is reused (resume)."""
+    from mlflow.exceptions import MlflowException
+
+    from ml_service.registry.errors import RegistryError
     from ml_service.registry.mlflow_registry import (
+        NOT_FOUND,
         ProductionModel,
         connect,
         download_data,
@@ -282,7 +304,12 @@ def download_models(model_name: str, version: str | None, models_dir: Path, copy
     settings = load_settings()
     client = connect(settings)
     if version:
-        found = client.get_model_version(model_name, str(version))
+        try:
+            found = client.get_model_version(model_name, str(version))
+        except MlflowException as exc:
+            if exc.error_code not in NOT_FOUND:
+                raise
+            raise RegistryError(f"{model_name} has no registered version {version} (--model-version)") from None
         model: Any = ProductionModel(found.name, found.version, found.source, dict(found.tags), found.run_id)
     else:
         model = production_model(client, model_name, settings.production_alias)
@@ -308,6 +335,40 @@ def download_models(model_name: str, version: str | None, models_dir: Path, copy
     return str(model.version), relative
 
 
+def download_all(
+    model_names: Sequence[str], version: str | None, models_dir: Path, copy: bool
+) -> list[tuple[str, str]]:
+    return [download_models(name, version, models_dir, copy) for name in model_names]
+
+
+def _in_background(function: Any, *args: Any) -> Any:
+    """`function(*args)` started in a forked process when that saves time; returns a callable that waits for
+    and returns its result (or raises its error).
+
+    Why: the registry lookup imports MLflow and opens its store (2-3 s of one core, most of it imports) while
+    the rest of the plan (the use cases' code, splitting the input) needs only the other core. A process that
+    already has MLflow loaded runs it here and now.
+    """
+    import sys
+
+    if "mlflow" in sys.modules:
+        result = function(*args)
+        return lambda: result
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    future = pool.submit(function, *args)
+
+    def wait() -> Any:
+        try:
+            return future.result()
+        finally:
+            pool.shutdown()
+
+    return wait
+
+
 def plan_batch(
     names: Sequence[str],
     root: Path,
@@ -319,22 +380,24 @@ def plan_batch(
 ) -> BatchPlan:
     """The plan stage: models downloaded, new rows split per partition, one task per partition."""
     plan = BatchPlan()
+    configs = [load_config(name, root) for name in names]  # no use-case code imported yet: a quick fork
+    downloaded = _in_background(download_all, [c.model_name for c in configs], version, models_dir, copy)
+    splits = []
     for name in names:
-        use_case = load_use_case(name, root)
-        config = use_case.config
+        config = load_use_case(name, root).config
         files = input_files(source, name, len(names) > 1)
         found, failed = split_input(files, config, partitions_dir, copy)
         plan.failed += failed
-        model_version, relative = download_models(config.model_name, version, models_dir, copy)
+        splits.append((name, config, found))
+    for (name, config, found), (model_version, relative) in zip(splits, downloaded(), strict=True):
         plan.versions[name] = model_version
-        for key, path in sorted(found.items()):
+        resolved = Path(partitions_dir).resolve()
+        for key, (path, data_hash) in sorted(found.items()):
             try:
-                data_file = path.relative_to(Path(partitions_dir).resolve()).as_posix()
+                data_file = path.relative_to(resolved).as_posix()
             except ValueError:
                 data_file = str(path)
-            plan.tasks.append(
-                BatchTask(name, config.model_name, key, data_file, file_sha256(path), model_version, relative)
-            )
+            plan.tasks.append(BatchTask(name, config.model_name, key, data_file, data_hash, model_version, relative))
     return plan
 
 
