@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from ml_service.data_checks import DataValidationError, check_frame, coerce, rea
 from ml_service.registry.mlops_pyfunc_model import ModelKeyError, model_key, parse_model_key
 from ml_service.registry.model_set import MODEL_FILE, ModelSetError, partition_folder, read_manifest
 from ml_service.use_case import load_use_case, predictions
-from ml_service.util.files import file_sha256, read_json, write_json
+from ml_service.util.files import file_sha256, read_json, write_atomic
 
 PLAN_FILE = "batch_plan.json"
 SUMMARY_FILE = "batch_summary.json"
@@ -88,13 +88,18 @@ class BatchPlan:
     versions: dict[str, str] = field(default_factory=dict)  # use case -> the version scored ("" when none)
 
     def write(self, folder: Path) -> None:
-        write_json(
+        # vars() of these flat dataclasses, not asdict (its deep copy), and JSON's C encoder (no indent): a plan of
+        # 10,000 partitions is written in a few tens of milliseconds instead of half a second
+        write_atomic(
             folder / PLAN_FILE,
-            {
-                "tasks": [asdict(t) for t in self.tasks],
-                "failed": [asdict(r) for r in self.failed],
-                "versions": self.versions,
-            },
+            json.dumps(
+                {
+                    "tasks": [dict(vars(t)) for t in self.tasks],
+                    "failed": [dict(vars(r)) for r in self.failed],
+                    "versions": self.versions,
+                },
+                sort_keys=True,
+            ).encode(),
         )
 
     @classmethod
@@ -135,7 +140,9 @@ def input_files(source: Path, use_case: str, several: bool) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"batch input {source} not found")
-    return sorted(p for p in source.glob("*.csv") if p.is_file())
+    with os.scandir(source) as entries:  # the file type from the directory listing: no stat per file
+        names = sorted(e.name for e in entries if e.name.endswith(".csv") and e.is_file())
+    return [source / name for name in names]
 
 
 def _stem_key(path: Path, partition_columns: Sequence[str]) -> str:
@@ -167,6 +174,13 @@ def split_input(
     found: dict[str, tuple[Path, str]] = {}
     failed: list[BatchResult] = []
     folder = Path(partitions_dir) / config.name
+    parents: dict[Path, Path] = {}
+
+    def in_place(path: Path) -> Path:
+        """The file's absolute path, its folder resolved once (not each of 10,000 files)."""
+        if path.parent not in parents:
+            parents[path.parent] = path.parent.resolve()
+        return parents[path.parent] / path.name
 
     def add(key: str, path: Path, data_hash: str | None = None) -> None:
         if key in found:
@@ -179,18 +193,18 @@ def split_input(
                 if found:
                     raise ValueError(f"{path.name}: {config.name} has no partitions; give one file of rows")
                 read_csv(path, config)  # empty or unreadable files fail here, with the reason
-                add("", _copied(path, folder / f"{SINGLE_FILE}.csv") if copy else path.resolve())
+                add("", _copied(path, folder / f"{SINGLE_FILE}.csv") if copy else in_place(path))
                 continue
             key, data_hash = _one_key(path, config)
             if key is not None:
-                add(key, _copied(path, folder / f"{key}.csv") if copy else path.resolve(), data_hash)
+                add(key, _copied(path, folder / f"{key}.csv") if copy else in_place(path), data_hash)
                 continue
             frame = read_csv(path, config)
             if not set(columns) <= set(frame.columns):
                 if set(columns) & set(frame.columns):
                     raise ValueError(f"{path.name}: has some of the partition columns {columns}, not all")
                 key = _stem_key(path, columns)
-                add(key, _copied(path, folder / f"{key}.csv") if copy else path.resolve(), data_hash)
+                add(key, _copied(path, folder / f"{key}.csv") if copy else in_place(path), data_hash)
                 continue
             if frame[columns].isna().any().any():
                 raise ValueError(f"{path.name}: rows with a missing partition value in {columns}")
@@ -209,7 +223,7 @@ def split_input(
                 elif copy:
                     add(key, _copied(path, folder / f"{key}.csv"), data_hash)
                 else:
-                    add(key, path.resolve(), data_hash)
+                    add(key, in_place(path), data_hash)
         except (DataValidationError, ValueError, ModelKeyError) as exc:
             failed.append(BatchResult(config.name, path.stem, "failed", error=one_line(exc)))
     return found, failed
@@ -240,15 +254,16 @@ def _one_key(path: Path, config: UseCaseConfig) -> tuple[str | None, str | None]
     if len(rows) < 2 or not set(columns) <= set(rows[0]):
         return None, data_hash
     header = rows[0]
-    positions = [header.index(c) for c in columns]
-    seen: set[tuple[str, ...]] = set()
-    for row in rows[1:]:
-        if len(row) != len(header):
+    width = len(header)
+    if any(len(row) != width for row in rows):
+        return None, data_hash
+    values = []
+    for column in columns:
+        position = header.index(column)
+        seen = {row[position] for row in rows[1:]}
+        if len(seen) != 1:
             return None, data_hash
-        seen.add(tuple(row[i] for i in positions))
-        if len(seen) > 1:
-            return None, data_hash
-    values = next(iter(seen))
+        values.append(seen.pop())
     if not all(v.strip() and v.strip() == v for v in values):
         return None, data_hash
     return model_key(dict(zip(columns, values, strict=True))), data_hash
@@ -391,12 +406,12 @@ def plan_batch(
         splits.append((name, config, found))
     for (name, config, found), (model_version, relative) in zip(splits, downloaded(), strict=True):
         plan.versions[name] = model_version
-        resolved = Path(partitions_dir).resolve()
+        inside = str(Path(partitions_dir).resolve()) + os.sep
         for key, (path, data_hash) in sorted(found.items()):
-            try:
-                data_file = path.relative_to(resolved).as_posix()
-            except ValueError:
-                data_file = str(path)
+            # relative to the partitions folder when in it (Azure ML moves that folder), else where it is
+            data_file = str(path)
+            if data_file.startswith(inside):
+                data_file = Path(data_file[len(inside) :]).as_posix()
             plan.tasks.append(BatchTask(name, config.model_name, key, data_file, data_hash, model_version, relative))
     return plan
 
@@ -911,5 +926,14 @@ def summary(results: Sequence[BatchResult], seconds: float) -> dict[str, Any]:
         "use_cases": by_use_case,
         "seconds": round(seconds, 3),
         "failed": [{"use_case": r.use_case, "key": r.key, "error": r.error} for r in results if r.status == "failed"],
-        "results": [asdict(r) for r in results],
+        "results": [dict(vars(r)) for r in results],
     }
+
+
+def summary_json(record: dict[str, Any]) -> bytes:
+    """The summary as indented JSON with each result on one line: readable, and written by JSON's C encoder
+    (the indenting one is pure Python: half a second for 10,000 partitions)."""
+    rest = {key: value for key, value in record.items() if key != "results"}
+    head = json.dumps(rest, indent=2, sort_keys=True, default=str)
+    lines = ",\n    ".join(json.dumps(result, sort_keys=True, default=str) for result in record.get("results", []))
+    return (head[: -len("\n}")] + ',\n  "results": [\n    ' + lines + "\n  ]\n}\n").encode()

@@ -38,6 +38,7 @@ from ml_service.pipelines.batch import (
     score_batch,
     scored_partitions,
     summary,
+    summary_json,
     tidy,
 )
 from ml_service.pipelines.batch_report import REPORT_FILE, write_batch_report
@@ -45,7 +46,7 @@ from ml_service.pipelines.steps.common import root, run_step
 from ml_service.pipelines.training import TooManyFailures
 from ml_service.use_case import load_use_case
 from ml_service.util.env_variables import load_settings
-from ml_service.util.files import write_json
+from ml_service.util.files import write_atomic
 
 STAGES = ("all", "plan", "score", "combine")
 WORK_FOLDER = ".batch"  # inside --output when --partitions/--models are not given
@@ -116,7 +117,7 @@ def finish(plan: BatchPlan, results: list[BatchResult], scored: Path, output: Pa
         combined[name] = {"file": str(path), "rows": rows}
     seconds = time.perf_counter() - started
     record = {**summary(results, seconds), "combined": combined, "versions": plan.versions}
-    write_json(output / SUMMARY_FILE, record)
+    write_atomic(output / SUMMARY_FILE, summary_json(record))
     configs = {name: load_use_case(name, root()).config for name in names}
     page = write_batch_report(output / REPORT_FILE, record, configs, combined)
     report(results, names, seconds)
