@@ -5,6 +5,7 @@ writes what the local step writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,6 +153,40 @@ def test_bad_partitions_are_reported_one_line_each_and_the_rest_are_scored(proje
     err = capsys.readouterr().err
     assert "error: batch-score: toy: 4 of 6 partitions failed, error threshold 1" in err.splitlines()[-1]
     assert not (strict / "toy.parquet").exists()
+    # the same over the first run's output: its combined file goes too (it would not match the folder any more)
+    assert (out / "toy.parquet").exists()
+    assert score("--input", str(new_rows), "--output", str(out), "--error-threshold", "1") == 2
+    assert not (out / "toy.parquet").exists() and held(out) == {"store=s00": 16, "store=s01": 16}
+
+
+def test_a_use_case_predicting_many_partitions_at_once_gives_each_models_own_predictions(project, tmp_path, capsys):
+    many = {"code": "toyuc.model:LeastSquaresMany", "model": {"holdout": 4, "fail_predict": ["s02"]}}
+    root = project({"toy": toy_config(), "many": toy_config(**many)})
+    train(root, tmp_path, capsys, "toy,many")
+    new_rows = tmp_path / "new"
+    new_rows.mkdir()
+    toy_frame().drop(columns=["y"]).to_csv(new_rows / "rows.csv", index=False)
+    assert score("--input", str(new_rows), "--output", str(tmp_path / "one")) == 0
+    ours = batch_score.main(["--use-case", "many", "--input", str(new_rows), "--output", str(tmp_path / "many")])
+    assert ours == 0
+    captured = capsys.readouterr()
+    assert "batch-score: many: 5 scored, 0 already scored (skipped), 1 failed, 80 rows" in captured.out
+    assert "FAILED many store=s02: ValueError: asked to fail the prediction of s02" in captured.err
+    one = pd.read_parquet(tmp_path / "one" / "toy.parquet")
+    together = pd.read_parquet(tmp_path / "many" / "many.parquet")
+    assert set(together["model_name"]) == {f"many/store=s0{i}" for i in (0, 1, 3, 4, 5)}
+    expected = one[one.store != "s02"].reset_index(drop=True)
+    np.testing.assert_allclose(together["prediction"].to_numpy(), expected["prediction"].to_numpy(), rtol=1e-12)
+    pd.testing.assert_frame_equal(together[["store", "colour", "x"]], expected[["store", "colour", "x"]])
+
+    # predict_many failing as a whole: every partition predicted one by one instead
+    config = toy_config(code="toyuc.model:LeastSquaresMany", model={"holdout": 4, "fail_predict": ["all"]})
+    (root / "configs" / "many.json").write_text(json.dumps(config))
+    forget_loaded_code()
+    ours = batch_score.main(["--use-case", "many", "--input", str(new_rows), "--output", str(tmp_path / "again")])
+    assert ours == 0, capsys.readouterr().err
+    again = pd.read_parquet(tmp_path / "again" / "many.parquet")
+    np.testing.assert_allclose(again["prediction"].to_numpy(), one["prediction"].to_numpy(), rtol=1e-12)
 
 
 def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(project, tmp_path, capsys, monkeypatch):

@@ -43,8 +43,8 @@ import pandas as pd
 
 from ml_service.config import UseCaseConfig, load_config
 from ml_service.data_checks import DataValidationError, check_frame, coerce, read_csv
-from ml_service.registry.mlops_pyfunc_model import ModelKeyError, model_key, parse_model_key
-from ml_service.registry.model_set import MODEL_FILE, ModelSetError, partition_folder, read_manifest
+from ml_service.registry.mlops_pyfunc_model import ModelKeyError, key_folder, model_key, parse_model_key
+from ml_service.registry.model_set import MODEL_FILE, ModelSetError, read_manifest
 from ml_service.use_case import load_use_case, predictions
 from ml_service.util.files import file_sha256, read_json, write_atomic
 
@@ -576,24 +576,31 @@ def read_new_rows(path: Path, config: UseCaseConfig, key: str) -> pd.DataFrame:
     return typed
 
 
-_MANIFESTS: dict[str, dict[str, Any]] = {}
+_MANIFESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
 
 def _load_model(models_dir: Path, task: BatchTask, load: bool = True) -> tuple[Any, str]:
     """The partition's model, unpickled now and not kept; and the version it was trained in."""
     if not task.models_dir:
         raise LookupError(f"no production version of model {task.model_name} (train and register it first)")
-    folder = Path(models_dir) / task.models_dir
-    if str(folder) not in _MANIFESTS:  # one parse per worker process: a set of 10,000 is one JSON file
-        _MANIFESTS[str(folder)] = read_manifest(folder)
-    entry = _MANIFESTS[str(folder)]["models"].get(task.key)
+    where = (str(models_dir), task.models_dir)
+    if where not in _MANIFESTS:  # one parse per worker process: a set of 10,000 is one JSON file
+        folder = Path(models_dir) / task.models_dir
+        _MANIFESTS[where] = (str(folder), read_manifest(folder)["models"])
+    folder, models = _MANIFESTS[where]
+    entry = models.get(task.key)
     if entry is None:
         what = f"partition {task.key}" if task.key else "the model"
         raise LookupError(f"no production model for {what} in {task.model_name} version {task.model_version}")
     version = str(entry.get("version") or task.model_version)
     if not load:
         return None, version
-    with (partition_folder(folder, task.key) / MODEL_FILE).open("rb") as handle:
+    try:
+        inside = key_folder(task.key)
+    except ModelKeyError as exc:
+        raise ModelSetError(str(exc)) from None
+    # plain strings, not pathlib: 10,000 paths built through pathlib cost more than unpickling the models
+    with open(os.path.join(folder, inside, MODEL_FILE), "rb") as handle:
         return pickle.load(handle), version
 
 
@@ -734,7 +741,10 @@ def _predict_batch(
             rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in loaded])
             own_starts = np.concatenate([[0], np.cumsum([starts[i + 1] - starts[i] for i in loaded])]).astype(int)
             stacked = frame[inputs] if len(rows) == len(frame) else frame[inputs].iloc[rows].reset_index(drop=True)
-            out = use_case.implementation.predict_many(models, stacked, own_starts.tolist())
+            try:
+                out = use_case.implementation.predict_many(models, stacked, own_starts.tolist())
+            except Exception:  # noqa: BLE001 - the batch call failed as a whole: one by one, each with its reason
+                out = None
         del models
         if out is not None and len(out) == len(loaded):
             for i, one in zip(loaded, out, strict=True):

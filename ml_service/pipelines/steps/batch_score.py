@@ -110,6 +110,8 @@ def finish(plan: BatchPlan, results: list[BatchResult], scored: Path, output: Pa
         if scored == output:  # locally: the folder keeps only this run's predictions, each partition once
             places = tidy(scored, name, {key: places[key] for key in keys if key in places})
         if name in over_names or not keys:
+            # no combined file for it, not even an earlier run's: the folder now holds this run's predictions
+            combined_file(output, name).unlink(missing_ok=True)
             continue
         # Azure ML: the combined files go to the combine step's own output, not into the score step's
         path = combined_file(output, name)
