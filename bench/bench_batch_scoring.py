@@ -6,15 +6,17 @@ the 48 hours after the training data (with weather) for every region, one CSV ea
 
 Timed, in one run:
   full - `python -m ml_service.pipelines.steps.batch_score` as its own process (start-up and imports included):
-         download the production model set from the registry, plan, score every partition in a process pool
-         (checked input types, one model in memory per worker at a time), write one Parquet per partition
-         atomically, combine into one Parquet, summary; peak memory of the process tree (sampled);
+         look up the production model set in the registry, plan, score every partition in a process pool
+         (checked input types, at most a batch of models in memory per worker), write one Parquet file per
+         worker batch atomically, combine into one Parquet, summary and report; peak memory of the process tree
+         (sampled);
   bare - one process, one loop over the same files and the same downloaded models: read the CSV, unpickle the
          partition's model, predict; nothing checked, nothing written; imports done before the clock starts. Half
          runs before the full run and half after (a shared host's speed drifts).
 Prints bare / full (above 1: the step is faster than the bare loop).
 
-    .venv/bin/python bench/bench_batch_scoring.py --models 10000
+    .venv/bin/python bench/bench_batch_scoring.py --models 10000 --keep     # set-up ~5 min, then one round
+    .venv/bin/python bench/bench_batch_scoring.py --work /tmp/bench-batch-XXXX --repeat 3   # the same set-up again
 """
 
 from __future__ import annotations
