@@ -214,6 +214,8 @@ def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(pro
     assert len(batch_files(out, "toy")) == 3
     assert not (out / "toy.parquet").exists() and not (out / SUMMARY_FILE).exists()
 
+    # what a kill in the middle of writing a batch file leaves: a temporary file, removed by the next run
+    (out / "toy" / ".batch-0123.parquet.999.tmp").write_bytes(b"half a Parquet file")
     monkeypatch.setenv("MAX_WORKERS", "2")  # the rest in a process pool
     capsys.readouterr()
     assert score("--input", str(new_rows), "--output", str(out)) == 0

@@ -517,10 +517,15 @@ def tidy(output: Path, use_case: str, keep: dict[str, Scored]) -> dict[str, Scor
     """Leave in the use case's folder only the rows in `keep` (this run's predictions): a batch file that also
     holds a partition scored again since, no longer planned or failed this time is rewritten without it
     (atomically, a new file then the old one removed), or removed when nothing of it is kept. Returns where the
-    kept partitions are now. A kill in the middle leaves rows the next run removes."""
+    kept partitions are now. A kill in the middle leaves rows the next run removes. It also removes the
+    temporary files of batches a kill -9 interrupted while they were written (no worker runs while it does)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    folder = predictions_folder(output, use_case)
+    if folder.is_dir():
+        for stale in folder.glob(f".{BATCH_FILE_PREFIX}*.tmp"):
+            stale.unlink(missing_ok=True)
     wanted = {(place.file, place.offset): key for key, place in keep.items()}
     moved = dict(keep)
     for path in batch_files(output, use_case):
