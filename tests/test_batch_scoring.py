@@ -5,6 +5,7 @@ writes what the local step writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,14 @@ from azure.ai.ml.entities import PipelineComponentBatchDeployment
 
 from ml_service.pipelines import run_train_pipeline
 from ml_service.pipelines.azureml import batch_endpoint, batch_parallel_entry, builder, environment
-from ml_service.pipelines.batch import PLAN_FILE, SUMMARY_FILE, BatchPlan
+from ml_service.pipelines.batch import (
+    PLAN_FILE,
+    SUMMARY_FILE,
+    BatchPlan,
+    batch_files,
+    read_partition,
+    scored_partitions,
+)
 from ml_service.pipelines.definition import batch_scoring_pipeline
 from ml_service.pipelines.steps import batch_input, batch_score
 from ml_service.registry.mlops_pyfunc_model import RegisteredModel
@@ -51,8 +59,11 @@ def production_folder(tmp_path: Path, name: str = "toy") -> Path:
     return download_data(client, production_model(client, name, "production"), tmp_path / "expected-model")
 
 
-def parquet_files(folder: Path) -> set[str]:
-    return {p.name for p in folder.glob("*.parquet")}
+def held(out: Path, name: str = "toy") -> dict[str, int]:
+    """The partitions the batch files of `out/<name>/` hold: key -> rows (each key once)."""
+    found = scored_partitions(out, name)
+    assert all(len(places) == 1 for places in found.values()), found
+    return {key: places[0].rows for key, places in found.items()}
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -71,7 +82,7 @@ def test_predictions_are_the_registered_models_own_from_a_folder_or_one_file(pro
     assert score("--input", str(new_rows), "--output", str(out)) == 0
     printed = capsys.readouterr().out
     assert "batch-score: toy: 6 scored, 0 already scored (skipped), 0 failed, 24 rows" in printed
-    assert parquet_files(out / "toy") == {f"store=s0{i}.parquet" for i in range(6)}
+    assert held(out) == {f"store=s0{i}": 4 for i in range(6)}
     combined = pd.read_parquet(out / "toy.parquet")
     assert list(combined.columns) == ["store", "colour", "x", "prediction", "model_name", "model_version"]
     expected = RegisteredModel(production_folder(tmp_path)).predict(combined[["store", "colour", "x"]])
@@ -80,8 +91,12 @@ def test_predictions_are_the_registered_models_own_from_a_folder_or_one_file(pro
     assert set(combined["model_version"]) == {"1"}
     page = (out / "batch_report.html").read_text()  # the picture: 4 partitions' predictions and the spread
     assert page.count("<svg") == 5 and "toy/store=s03: prediction" in page and "mean prediction per partition" in page
-    one = pd.read_parquet(out / "toy" / "store=s03.parquet")
-    assert len(one) == 4 and set(one["store"]) == {"s03"}
+    # one partition's predictions: by the batch files' index, or as a Parquet dataset filtered on its key
+    one = read_partition(out, "toy", "store=s03")
+    assert len(one) == 4 and set(one["store"]) == {"s03"} and list(one.columns) == list(combined.columns)
+    pd.testing.assert_frame_equal(one, combined[combined.store == "s03"].reset_index(drop=True))
+    filtered = pd.read_parquet(out / "toy", filters=[("store", "==", "s03")])
+    pd.testing.assert_frame_equal(filtered, one)
 
     # the same rows as one file holding the partition column: split per partition, same predictions
     single = tmp_path / "all.csv"
@@ -121,7 +136,7 @@ def test_bad_partitions_are_reported_one_line_each_and_the_rest_are_scored(proje
     assert "column 'x': missing" in reasons["store=s02"]
     assert "column 'x': 16 values are not numbers" in reasons["store=s03"]
     assert "file is empty" in reasons["empty"]
-    assert parquet_files(out / "toy") == {"store=s00.parquet", "store=s01.parquet"}
+    assert held(out) == {"store=s00": 16, "store=s01": 16}
     assert set(pd.read_parquet(out / "toy.parquet")["store"]) == {"s00", "s01"}
     assert not leftovers(out)
     assert "no production model for partition store=s99" in (out / "batch_report.html").read_text()
@@ -138,6 +153,40 @@ def test_bad_partitions_are_reported_one_line_each_and_the_rest_are_scored(proje
     err = capsys.readouterr().err
     assert "error: batch-score: toy: 4 of 6 partitions failed, error threshold 1" in err.splitlines()[-1]
     assert not (strict / "toy.parquet").exists()
+    # the same over the first run's output: its combined file goes too (it would not match the folder any more)
+    assert (out / "toy.parquet").exists()
+    assert score("--input", str(new_rows), "--output", str(out), "--error-threshold", "1") == 2
+    assert not (out / "toy.parquet").exists() and held(out) == {"store=s00": 16, "store=s01": 16}
+
+
+def test_a_use_case_predicting_many_partitions_at_once_gives_each_models_own_predictions(project, tmp_path, capsys):
+    many = {"code": "toyuc.model:LeastSquaresMany", "model": {"holdout": 4, "fail_predict": ["s02"]}}
+    root = project({"toy": toy_config(), "many": toy_config(**many)})
+    train(root, tmp_path, capsys, "toy,many")
+    new_rows = tmp_path / "new"
+    new_rows.mkdir()
+    toy_frame().drop(columns=["y"]).to_csv(new_rows / "rows.csv", index=False)
+    assert score("--input", str(new_rows), "--output", str(tmp_path / "one")) == 0
+    ours = batch_score.main(["--use-case", "many", "--input", str(new_rows), "--output", str(tmp_path / "many")])
+    assert ours == 0
+    captured = capsys.readouterr()
+    assert "batch-score: many: 5 scored, 0 already scored (skipped), 1 failed, 80 rows" in captured.out
+    assert "FAILED many store=s02: ValueError: asked to fail the prediction of s02" in captured.err
+    one = pd.read_parquet(tmp_path / "one" / "toy.parquet")
+    together = pd.read_parquet(tmp_path / "many" / "many.parquet")
+    assert set(together["model_name"]) == {f"many/store=s0{i}" for i in (0, 1, 3, 4, 5)}
+    expected = one[one.store != "s02"].reset_index(drop=True)
+    np.testing.assert_allclose(together["prediction"].to_numpy(), expected["prediction"].to_numpy(), rtol=1e-12)
+    pd.testing.assert_frame_equal(together[["store", "colour", "x"]], expected[["store", "colour", "x"]])
+
+    # predict_many failing as a whole: every partition predicted one by one instead
+    config = toy_config(code="toyuc.model:LeastSquaresMany", model={"holdout": 4, "fail_predict": ["all"]})
+    (root / "configs" / "many.json").write_text(json.dumps(config))
+    forget_loaded_code()
+    ours = batch_score.main(["--use-case", "many", "--input", str(new_rows), "--output", str(tmp_path / "again")])
+    assert ours == 0, capsys.readouterr().err
+    again = pd.read_parquet(tmp_path / "again" / "many.parquet")
+    np.testing.assert_allclose(again["prediction"].to_numpy(), one["prediction"].to_numpy(), rtol=1e-12)
 
 
 def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(project, tmp_path, capsys, monkeypatch):
@@ -160,11 +209,13 @@ def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(pro
         text=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert len(parquet_files(out / "toy")) == 12  # every partition finished before the kill is whole
+    # every batch finished before the kill is whole (3 batches of 4 partitions), the 4th left nothing
+    assert held(out) == {key: 4 for key in held(out)} and len(held(out)) == 12
+    assert len(batch_files(out, "toy")) == 3
     assert not (out / "toy.parquet").exists() and not (out / SUMMARY_FILE).exists()
-    for path in (out / "toy").glob("*.parquet"):
-        assert len(pd.read_parquet(path)) == 4
 
+    # what a kill in the middle of writing a batch file leaves: a temporary file, removed by the next run
+    (out / "toy" / ".batch-0123.parquet.999.tmp").write_bytes(b"half a Parquet file")
     monkeypatch.setenv("MAX_WORKERS", "2")  # the rest in a process pool
     capsys.readouterr()
     assert score("--input", str(new_rows), "--output", str(out)) == 0
@@ -179,6 +230,14 @@ def test_a_rerun_after_kill_9_scores_only_the_rest_and_gives_the_same_output(pro
     changed.write_text(changed.read_text().replace("red", "blue"))
     assert score("--input", str(new_rows), "--output", str(out)) == 0
     assert "toy: 1 scored, 29 already scored (skipped), 0 failed, 120 rows" in capsys.readouterr().out
+    # its old rows are gone from the folder: read as a dataset, it is the combined file, each partition once
+    assert len(held(out)) == 30
+    dataset = pd.read_parquet(out / "toy").sort_values(["store", "x"]).reset_index(drop=True)
+    combined = pd.read_parquet(out / "toy.parquet")
+    pd.testing.assert_frame_equal(dataset, combined.sort_values(["store", "x"]).reset_index(drop=True))
+    colours = set(combined.loc[combined.store == "s05", "colour"])
+    assert "blue" in colours and "red" not in colours
+    assert not leftovers(out)
 
 
 def test_no_production_model_fails_every_partition_with_the_reason(project, tmp_path, capsys):
@@ -257,8 +316,25 @@ def test_the_azure_ml_batch_job_validates_offline_and_its_entry_script_scores_li
 
 
 def test_the_step_names_what_is_missing(project, tmp_path, capsys):
-    project({"toy": toy_config()})
+    root = project({"toy": toy_config()})
     assert batch_score.main(["--use-case", "toy", "--output", str(tmp_path / "o")]) == 2
     assert "error: batch-score: --input is required" in capsys.readouterr().err
     assert batch_score.main(["--use-case", "toy", "--input", str(tmp_path / "nope"), "--output", str(tmp_path)]) == 2
     assert "batch input" in capsys.readouterr().err
+    new_rows = tmp_path / "new.csv"
+    toy_frame().drop(columns=["y"]).to_csv(new_rows, index=False)
+    assert score("--input", str(new_rows), "--output", str(tmp_path / "o"), "--model-version", "7") == 2
+    assert "error: batch-score: toy has no registered version 7 (--model-version)" in capsys.readouterr().err
+    # the same from a fresh process, where the registry lookup runs in a forked process beside the plan
+    fresh = subprocess.run(
+        [sys.executable, "-m", "ml_service.pipelines.steps.batch_score", "--use-case", "toy", "--input", str(new_rows)]
+        + ["--output", str(tmp_path / "o"), "--model-version", "7"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO_ROOT)])},
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode == 2, fresh.stderr[-2000:]
+    assert (
+        fresh.stderr.strip().splitlines()[-1] == "error: batch-score: toy has no registered version 7 (--model-version)"
+    )

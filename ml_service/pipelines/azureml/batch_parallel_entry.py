@@ -4,9 +4,10 @@ per mini-batch of files of the plan stage's partitions folder (one CSV per parti
 It receives the local step's own arguments (`--stage score --partitions P --models M`, the output folder as
 `--mlops-output`: the parallel driver parses its own `--output`, see builder.parallel_arguments) and scores
 each partition with the local step's function, `ml_service.pipelines.batch.score_batch`: a prediction written
-here is the one written locally. Files that are not a planned partition (the plan itself) are acknowledged and
-skipped; a partition that fails is logged and left out of the result, so Azure ML counts it against the job's
-error_threshold, as the local step counts it against the use case's.
+here is the one written locally, one batch file per mini-batch (a retried mini-batch rewrites its own file).
+Files that are not a planned partition (the plan itself) are acknowledged and skipped; a partition that fails
+is logged and left out of the result, so Azure ML counts it against the job's error_threshold, as the local
+step counts it against the use case's.
 """
 
 from __future__ import annotations

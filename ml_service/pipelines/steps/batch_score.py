@@ -2,9 +2,11 @@
 
 Input: a folder of CSV files (`<input>/<use case>/` per use case when several; one file per partition, named by
 its key or holding the partition columns), or one file with the partition columns. Output:
-`<output>/<use case>/<key>.parquet` per partition (the input rows, `prediction`, `model_name`, `model_version`),
-`<output>/<use case>.parquet` (all of them) and `batch_summary.json`. Locally a process pool (Dask when
-DASK_SCHEDULER_ADDRESS is set); a rerun skips partitions already scored from the same rows by the same model.
+`<output>/<use case>/batch-*.parquet`, one file per worker batch of partitions (the input rows with the partition
+columns, `prediction`, `model_name`, `model_version`; its metadata lists the partitions it holds),
+`<output>/<use case>.parquet` (all of them, in partition order) and `batch_summary.json`. Locally a process pool
+(Dask when DASK_SCHEDULER_ADDRESS is set); a rerun skips partitions already scored from the same rows by the same
+model.
 
 `--stage` runs one stage of it, as the Azure ML batch pipeline does: plan (download models, split the input),
 score (locally; in Azure ML a parallel job), combine.
@@ -29,17 +31,22 @@ from ml_service.pipelines.batch import (
     BatchPlan,
     BatchResult,
     combine,
+    combined_file,
+    finished,
     plan_batch,
     results_from_files,
     score_batch,
+    scored_partitions,
     summary,
+    summary_json,
+    tidy,
 )
 from ml_service.pipelines.batch_report import REPORT_FILE, write_batch_report
 from ml_service.pipelines.steps.common import root, run_step
 from ml_service.pipelines.training import TooManyFailures
 from ml_service.use_case import load_use_case
 from ml_service.util.env_variables import load_settings
-from ml_service.util.files import write_json
+from ml_service.util.files import write_atomic
 
 STAGES = ("all", "plan", "score", "combine")
 WORK_FOLDER = ".batch"  # inside --output when --partitions/--models are not given
@@ -99,18 +106,20 @@ def finish(plan: BatchPlan, results: list[BatchResult], scored: Path, output: Pa
     combined = {}
     for name in names:
         keys = [r.key for r in results if r.use_case == name and r.status in ("scored", "skipped")]
+        places = finished(scored_partitions(scored, name), [t for t in plan.tasks if t.use_case == name])
+        if scored == output:  # locally: the folder keeps only this run's predictions, each partition once
+            places = tidy(scored, name, {key: places[key] for key in keys if key in places})
         if name in over_names or not keys:
+            # no combined file for it, not even an earlier run's: the folder now holds this run's predictions
+            combined_file(output, name).unlink(missing_ok=True)
             continue
-        path, rows = combine(scored, name, keys)
-        if scored != output:  # Azure ML: combined files go to the combine step's own output
-            target = output / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.replace(target)
-            path = target
+        # Azure ML: the combined files go to the combine step's own output, not into the score step's
+        path = combined_file(output, name)
+        rows = combine(keys, places, path)
         combined[name] = {"file": str(path), "rows": rows}
     seconds = time.perf_counter() - started
     record = {**summary(results, seconds), "combined": combined, "versions": plan.versions}
-    write_json(output / SUMMARY_FILE, record)
+    write_atomic(output / SUMMARY_FILE, summary_json(record))
     configs = {name: load_use_case(name, root()).config for name in names}
     page = write_batch_report(output / REPORT_FILE, record, configs, combined)
     report(results, names, seconds)
@@ -165,25 +174,41 @@ def main(argv: list[str] | None = None) -> int:
             if settings.dask_scheduler_address
             else (f"{settings.workers} process(es)")
         )
-        print(f"batch-score: scoring {len(plan.tasks)} partition(s) on {where}", flush=True)
+        output = args.output.resolve()
+        done: dict[int, BatchResult] = {}
+        for name in dict.fromkeys(t.use_case for t in plan.tasks):
+            own = [(i, t) for i, t in enumerate(plan.tasks) if t.use_case == name]
+            places = finished(scored_partitions(output, name), [t for _, t in own])
+            for i, task in own:
+                if task.key in places:
+                    done[i] = BatchResult(name, task.key, "skipped", places[task.key].rows, task.model_version)
+        todo = [t for i, t in enumerate(plan.tasks) if i not in done]
+        print(
+            f"batch-score: scoring {len(todo)} partition(s) on {where}"
+            + (f" ({len(done)} already scored)" if done else ""),
+            flush=True,
+        )
         work_function = functools.partial(
             score_batch,
             partitions_dir=partitions.resolve(),
             models_dir=models.resolve(),
-            output=args.output.resolve(),
+            output=output,
             root=project,
         )
         with tqdm(total=len(plan.tasks), unit="partition", desc="batch-score", disable=None, file=sys.stderr) as bar:
-            results = fan_out(
+            bar.update(len(done))
+            scored = fan_out(
                 work_function,
-                plan.tasks,
+                todo,
                 workers=settings.workers,
                 dask_scheduler_address=settings.dask_scheduler_address,
                 on_progress=bar.update,
                 # workers forked after the use cases' code and pyarrow are imported start scoring at once
                 preload=lambda: _preload(plan, project),
             )
-        finish(plan, [*plan.failed, *results], args.output, args.output, args.error_threshold, started)
+        fresh = iter(scored)
+        results = [done[i] if i in done else next(fresh) for i in range(len(plan.tasks))]
+        finish(plan, [*plan.failed, *results], output, output, args.error_threshold, started)
 
     return run_step("batch-score", body)
 
