@@ -10,6 +10,7 @@ the same way by bench/bench_scoring.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import numpy as np
@@ -27,8 +28,10 @@ from ml_service.scoring.batching import (
     batch_invariant,
     predict,
     predict_batch,
+    probe_inputs,
     to_json_values,
 )
+from ml_service.scoring.fast_predict import verified_fast_predict
 from ml_service.scoring.inputs import InputError, accepts_arrays, checked_rows_to_input, schema_from_metadata
 from ml_service.scoring.model_store import LoadedModel, ModelEntry
 from tests.test_scoring_support import DIABETES_COLUMNS, diabetes_model, energy_model
@@ -46,7 +49,8 @@ def loaded_model(model, metadata, sample) -> LoadedModel:
     schema = schema_from_metadata(metadata)
     entry = ModelEntry(name="m", version="1", folder=None)  # type: ignore[arg-type]
     arrays = accepts_arrays(model, schema, sample)
-    return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays))
+    fast = verified_fast_predict(model, probe_inputs(schema, sample, arrays))  # as the model store does
+    return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays, fast), fast)
 
 
 def energy_rows(n: int, rng: random.Random) -> list[list]:
@@ -94,7 +98,9 @@ MODELS = sample_models()
 
 
 def unbatched(loaded: LoadedModel, row: list):
-    return to_json_values(predict(loaded, checked_rows_to_input(loaded.schema, [row], loaded.array_input)))[0]
+    """The model's own predict of one row (never its fast path: that is what is checked against it)."""
+    own = dataclasses.replace(loaded, fast=None)
+    return to_json_values(predict(own, checked_rows_to_input(loaded.schema, [row], loaded.array_input)))[0]
 
 
 def split(rows: list, sizes: list[int]) -> list[list]:
@@ -140,6 +146,9 @@ def test_the_forest_and_the_pipelines_are_batched_across_requests():
     # trees and DataFrame pipelines compute each row on its own: the probe finds them safe to batch
     for kind in ("extra trees on calendar features", "ridge partition pipeline", "categorical input"):
         assert MODELS[kind][0].batch_invariant, kind
+    # the forest is predicted through its exact fast path (the answers above are checked against its own predict)
+    assert MODELS["extra trees on calendar features"][0].fast is not None
+    assert all(MODELS[kind][0].fast is None for kind in MODELS if "trees" not in kind)
     assert not batch_invariant(
         MODELS["ridge (array path)"][0].model, MODELS["ridge (array path)"][0].schema, None, True
     )

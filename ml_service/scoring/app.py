@@ -176,6 +176,9 @@ class _Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.batch_cpu = Counter(
+            "scoring_batch_cpu_seconds", "CPU time of the prediction thread in predict calls", registry=self.registry
+        )
 
 
 class RequestLog:
@@ -268,7 +271,12 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     )
     app.state.store = store
     batcher = Batcher(settings.scoring_batch_max_rows, settings.scoring_batch_wait_ms / 1000)
-    batcher.on_batch = lambda requests, rows: metrics.batch_requests.observe(requests)
+
+    def on_batch(requests: int, rows: int, cpu: float) -> None:
+        metrics.batch_requests.observe(requests)
+        metrics.batch_cpu.inc(cpu)
+
+    batcher.on_batch = on_batch
     app.state.batcher = batcher
     # Loads (unpickling, hashing) get their own threads: a cold model never waits behind predictions, and
     # predictions for warm models never wait behind a load.

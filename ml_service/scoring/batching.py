@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,12 +54,14 @@ class ModelRejected(Exception):
 
 
 def predict(loaded: LoadedModel, features: Any) -> np.ndarray:
-    """The model's predictions for one input, as a 1-D or 2-D NumPy array (the unbatched path)."""
+    """The model's predictions for one input, as a 1-D or 2-D NumPy array (the unbatched path). ``loaded.fast``
+    (``ml_service.scoring.fast_predict``), when set, computes exactly what ``model.predict`` computes."""
+    run = loaded.fast or loaded.model.predict
     if loaded.array_input:
         with warnings.catch_warnings():  # "X does not have valid feature names": checked at load time
             warnings.simplefilter("ignore", UserWarning)
-            return np.asarray(loaded.model.predict(features))
-    return np.asarray(loaded.model.predict(features))
+            return np.asarray(run(features))
+    return np.asarray(run(features))
 
 
 def to_json_values(predictions: np.ndarray) -> list:
@@ -74,12 +77,27 @@ def to_json_values(predictions: np.ndarray) -> list:
 PROBE_SIZES = (2, 3, 5, 8, 17, 33)
 
 
-def batch_invariant(model: Any, schema: Any, sample: Any, array_input: bool) -> bool:
+def probe_inputs(schema: Any, sample: Any, array_input: bool) -> list[Any]:
+    """The model's sample rows converted as the service converts them: each alone, then in batches of
+    ``PROBE_SIZES`` rows (rows repeated to fill them); [] without usable sample rows."""
+    if not isinstance(sample, list) or not sample:
+        return []
+    try:
+        check_rows(schema, sample)
+        alone = [checked_rows_to_input(schema, [row], array_input) for row in sample]
+        sizes = [[sample[i % len(sample)] for i in range(size)] for size in PROBE_SIZES]
+        return alone + [checked_rows_to_input(schema, rows, array_input) for rows in sizes]
+    except InputError:
+        return []
+
+
+def batch_invariant(model: Any, schema: Any, sample: Any, array_input: bool, fast: Any = None) -> bool:
     """Whether ``model`` predicts each of its sample rows exactly as alone when they sit in batches of several sizes
-    and at several positions. No sample rows: not known, so False (the model is never batched across requests)."""
+    and at several positions. No sample rows: not known, so False (the model is never batched across requests).
+    ``fast``: the model's verified fast path (it gives the same bits as ``model.predict`` on these rows)."""
     if not isinstance(sample, list) or not sample:
         return False
-    probe = LoadedModel(None, model, schema, array_input)  # type: ignore[arg-type]
+    probe = LoadedModel(None, model, schema, array_input, fast=fast)  # type: ignore[arg-type]
     try:
         check_rows(schema, sample)
         alone = [predict(probe, checked_rows_to_input(schema, [row], array_input)) for row in sample]
@@ -143,6 +161,13 @@ def predict_batch(loaded: LoadedModel, requests: list[Any]) -> list[list | Excep
     return outcomes  # type: ignore[return-value]
 
 
+def _timed(loaded: LoadedModel, requests: list[Any]) -> tuple[list[list | Exception], float]:
+    """``predict_batch`` and the CPU time it took on this thread (not wall time: robust to a busy host)."""
+    started = time.thread_time()
+    outcomes = predict_batch(loaded, requests)
+    return outcomes, time.thread_time() - started
+
+
 @dataclass
 class _Queue:
     loaded: LoadedModel
@@ -163,7 +188,8 @@ class Batcher:
         self._queues: dict[int, _Queue] = {}
         self.batches = 0  # predict_batch calls
         self.requests = 0  # requests they answered
-        self.on_batch: Callable[[int, int], None] | None = None  # (requests, rows) of each batch, for metrics
+        # (requests, rows, CPU seconds of the prediction thread) of each batch, for metrics
+        self.on_batch: Callable[[int, int, float], None] | None = None
 
     async def submit(self, loaded: LoadedModel, rows: Any) -> list:
         loop = asyncio.get_running_loop()
@@ -202,13 +228,13 @@ class Batcher:
                 batch = self._take(queue)
                 requests = [rows for rows, _ in batch]
                 try:
-                    outcomes = await loop.run_in_executor(self._executor, predict_batch, queue.loaded, requests)
+                    outcomes, cpu = await loop.run_in_executor(self._executor, _timed, queue.loaded, requests)
                 except Exception as exc:  # noqa: BLE001 - predict_batch itself failed: every caller hears why
-                    outcomes = [exc] * len(batch)
+                    outcomes, cpu = [exc] * len(batch), 0.0
                 self.batches += 1
                 self.requests += len(batch)
                 if self.on_batch is not None:
-                    self.on_batch(len(batch), sum(len(r) if isinstance(r, list) else 1 for r in requests))
+                    self.on_batch(len(batch), sum(len(r) if isinstance(r, list) else 1 for r in requests), cpu)
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():  # the caller may have gone (client disconnected)
                         future.set_result(outcome)
