@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 
 import numpy as np
 import pandas as pd
@@ -199,3 +200,76 @@ def test_a_model_error_reaches_exactly_the_requests_it_belongs_to():
 
     results, after = asyncio.run(run())
     assert all(isinstance(r, RuntimeError) and "model bug" in str(r) for r in results) and after == [2.0]
+
+
+class Costly:
+    """Sums each row; every call costs ``seconds`` of CPU on its thread whatever the rows (like a forest)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.sizes = seconds, []
+
+    def predict(self, x):
+        started = time.thread_time()
+        while time.thread_time() - started < self.seconds:
+            pass
+        self.sizes.append(len(x))
+        return np.asarray(x, dtype=float).sum(axis=1)
+
+
+def costly_model(seconds: float, batched: bool = True) -> LoadedModel:
+    schema = schema_from_metadata({"input_columns": ["a", "b"]})
+    entry = ModelEntry(name="m", version="1", folder=None)  # type: ignore[arg-type]
+    return LoadedModel(entry, Costly(seconds), schema, False, batched)
+
+
+async def closed_loop(batcher: Batcher, loaded: LoadedModel, callers: int, rounds: int) -> list[list]:
+    """``callers`` clients, each sending its next one-row request shortly (< 1 ms) after its answer."""
+    rng = random.Random(0)
+
+    async def client(i: int) -> list:
+        answers = []
+        for r in range(rounds):
+            answers.append(await batcher.submit(loaded, [[i, r]]))
+            await asyncio.sleep(rng.random() / 1000)
+        return answers
+
+    return await asyncio.gather(*(client(i) for i in range(callers)))
+
+
+def test_a_busy_models_next_batch_waits_for_the_callers_of_its_last_one():
+    # without the wait, the callers coming back one by one split into a small batch and the rest
+    loaded = costly_model(0.005)
+
+    async def run(max_wait: float):
+        batcher = Batcher(max_wait=max_wait)
+        answers = await closed_loop(batcher, loaded, callers=8, rounds=12)
+        batcher.close()
+        return answers, batcher
+
+    loaded.model.sizes.clear()
+    answers, batcher = asyncio.run(run(0.05))  # the wait is at most the call's cost (5 ms), not 50 ms
+    assert answers == [[[float(i + r)] for r in range(12)] for i in range(8)]
+    full = sum(1 for size in loaded.model.sizes if size == 8)
+    assert batcher.waited > 0 and full >= 0.7 * len(loaded.model.sizes), loaded.model.sizes
+    waiting_calls = len(loaded.model.sizes)
+    loaded.model.sizes.clear()
+    answers, batcher = asyncio.run(run(0.0))
+    assert answers == [[[float(i + r)] for r in range(12)] for i in range(8)] and batcher.waited == 0
+    assert len(loaded.model.sizes) > waiting_calls  # more predict calls for the same requests
+
+
+def test_a_lone_request_and_a_model_predicted_request_by_request_never_wait():
+    async def run():
+        batcher = Batcher(max_wait=0.05)
+        busy = costly_model(0.002)
+        await closed_loop(batcher, busy, callers=4, rounds=3)
+        waited = batcher.waited
+        await asyncio.sleep(0.1)  # idle for longer than the wait and a call: the next request goes at once
+        assert await batcher.submit(busy, [[1, 2]]) == [3.0]
+        assert batcher.waited == waited
+        one_by_one = costly_model(0.002, batched=False)  # one predict per request: nothing to gain by waiting
+        await closed_loop(batcher, one_by_one, callers=4, rounds=3)
+        assert batcher.waited == waited
+        batcher.close()
+
+    asyncio.run(run())
