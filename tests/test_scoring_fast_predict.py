@@ -127,3 +127,27 @@ def test_the_service_uses_it_only_once_verified_on_the_sample_rows():
     assert verified_fast_predict(model, batches) is None  # ... but gives other bits than the model: refused
     model.predict = lambda rows: own(rows).astype(np.float32)  # same values, another dtype: refused too
     assert verified_fast_predict(model, batches) is None
+
+
+def test_xgboost_on_a_frame_of_floats_equals_its_own_predict_and_anything_else_goes_to_it():
+    from xgboost import XGBRegressor
+
+    x = data(300, 0, missing=True)
+    model = XGBRegressor(n_estimators=40, max_depth=3, n_jobs=1, random_state=0).fit(x, target(x))
+    early = XGBRegressor(n_estimators=200, early_stopping_rounds=3, n_jobs=1).fit(
+        x[:200], target(x[:200]), eval_set=[(x[200:], target(x[200:]))], verbose=False
+    )
+    assert early.best_iteration < 199  # stopped early: predictions use best_iteration trees
+    for fitted_model in (model, early, Pipeline([("scale", StandardScaler()), ("m", model)]).fit(x, target(x))):
+        fast = fast_predict(fitted_model)
+        assert fast is not None
+        for rows, seed in ((1, 30), (9, 31), (128, 32)):
+            frame = data(rows, seed, missing=True)
+            expected, actual = fitted_model.predict(frame), fast(frame)
+            assert actual.dtype == expected.dtype and np.array_equal(actual, expected, equal_nan=True)
+    whole = data(6, 33).assign(d=np.arange(6))  # an integer column: the model's own predict, same answer
+    assert np.array_equal(fast_predict(model)(whole), model.predict(whole))
+    shuffled = data(3, 34)[COLUMNS[::-1]]  # columns in another order: whatever the model's own predict does
+    assert np.array_equal(fast_predict(model)(shuffled), model.predict(shuffled))
+    assert np.array_equal(fast_predict(model)(x.to_numpy()[:4]), model.predict(x.to_numpy()[:4]))  # an array
+    assert fast_predict(XGBRegressor(booster="gblinear", n_estimators=3).fit(x, target(x))) is None

@@ -11,8 +11,10 @@ same bits, without the per-tree wrapper; or None when it knows no such path. Kno
 ``RandomForestRegressor`` / ``ExtraTreesRegressor`` (any number of outputs) and ``RandomForestClassifier`` /
 ``ExtraTreesClassifier`` (one output) whose ``n_jobs`` makes scikit-learn predict on one thread (with several
 threads it sums the trees in the order they finish, so its own answer varies in the last bits: those keep their
-own ``predict``), and a ``Pipeline`` of transformers ending in one of them. Exact types only: a subclass may
-predict differently.
+own ``predict``); XGBoost's ``XGBRegressor`` given a frame of float columns (XGBoost inspects every column's
+pandas dtype on every call, parsing version strings as it goes: ~3.5 ms of a 3.7 ms call for 1,477 small trees;
+the same values as one float array predict in ~0.3 ms — XGBoost casts each value to float32 either way); and a
+``Pipeline`` of transformers ending in one of them. Exact types only: a subclass may predict differently.
 
 ``verified_fast_predict(model, features)`` is what the service uses: the fast path only if, on the model's sample
 rows in batches of several sizes, it gives exactly (bit for bit, same dtype) what ``model.predict`` gives — a
@@ -111,15 +113,41 @@ def _is_passthrough(step: Any) -> bool:
     return isinstance(step, str) and step == "passthrough"
 
 
+def _xgboost(model: Any) -> Predict | None:
+    from xgboost import XGBRegressor
+
+    if type(model) is not XGBRegressor or not model._can_use_inplace_predict():
+        return None
+    booster = model.get_booster()
+    names = booster.feature_names
+    iterations = model._get_iteration_range(None)  # best_iteration when trained with early stopping
+    missing, own = model.missing, model.predict
+
+    def predict_xgboost(x: Any) -> np.ndarray:
+        # a frame of float columns named as in training: the same values as one array, so XGBoost skips its
+        # per-call pandas inspection; anything else (other dtypes, names, arrays) goes to the model's own predict
+        frame = getattr(x, "dtypes", None) is not None and hasattr(x, "columns")
+        if not frame or names is None or list(x.columns) != names or any(d.kind != "f" for d in x.dtypes):
+            return own(x)
+        values = x.to_numpy()
+        return booster.inplace_predict(
+            data=values, iteration_range=iterations, predict_type="value", missing=missing, validate_features=False
+        )
+
+    return predict_xgboost
+
+
 def fast_predict(model: Any) -> Predict | None:
     """A function computing exactly ``model.predict`` with less overhead, or None (see the module docstring)."""
-    module = type(model).__module__
-    if not module.startswith("sklearn."):
-        return None
+    library = type(model).__module__.split(".")[0]
     try:
-        return _pipeline(model) or _forest(model)
+        if library == "sklearn":
+            return _pipeline(model) or _forest(model)
+        if library == "xgboost":
+            return _xgboost(model)
     except (AttributeError, TypeError, ValueError):  # an unexpected layout: no fast path, the model's own predict
         return None
+    return None
 
 
 def verified_fast_predict(model: Any, batches: Sequence[Any]) -> Predict | None:
