@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import random
 import time
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -270,6 +272,22 @@ def test_a_lone_request_and_a_model_predicted_request_by_request_never_wait():
         one_by_one = costly_model(0.002, batched=False)  # one predict per request: nothing to gain by waiting
         await closed_loop(batcher, one_by_one, callers=4, rounds=3)
         assert batcher.waited == waited
+        batcher.close()
+
+    asyncio.run(run())
+
+
+def test_what_the_batcher_remembers_of_a_model_never_keeps_it_alive():
+    # the cache evicts models (10,000 partition models, 256 loaded): the batcher must not hold on to them
+    async def run():
+        batcher = Batcher(max_wait=0.01)
+        loaded = costly_model(0.001)
+        await closed_loop(batcher, loaded, callers=3, rounds=2)
+        assert len(batcher._queues) == 1  # its measured cost and last demand, kept while the model lives
+        gone = weakref.ref(loaded)
+        del loaded
+        gc.collect()
+        assert gone() is None and batcher._queues == {}
         batcher.close()
 
     asyncio.run(run())

@@ -176,9 +176,9 @@ COST_WEIGHT = 0.2  # weight of the newest call in a model's running mean CPU tim
 
 @dataclass
 class _Queue:
-    """One model's waiting requests, and what its recent batches tell about it."""
+    """One model's waiting requests, and what its recent batches tell about it (no reference to the model itself:
+    the queue lives as long as the model does, and must not keep an evicted model alive)."""
 
-    loaded: LoadedModel
     items: deque[tuple[Any, asyncio.Future]] = field(default_factory=deque)
     rows: int = 0
     running: bool = False
@@ -224,7 +224,7 @@ class Batcher:
         key = id(loaded)  # a reloaded model is a new object: its requests never join the old one's batches
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = _Queue(loaded)
+            queue = self._queues[key] = _Queue()
             # the queue (and what it measured) lives as long as the loaded model: dropped when the cache evicts it
             weakref.finalize(loaded, self._queues.pop, key, None)
         return queue
@@ -237,7 +237,7 @@ class Batcher:
         queue.rows += _size(rows)
         if not queue.running:
             queue.running = True
-            loop.create_task(self._drain(queue))
+            loop.create_task(self._drain(loaded, queue))
         elif queue.ready is not None and not queue.ready.done():
             if len(queue.items) >= queue.demand or queue.rows >= self.max_rows:
                 queue.ready.set_result(None)
@@ -257,9 +257,9 @@ class Batcher:
         queue.rows -= rows
         return taken
 
-    def _wait(self, queue: _Queue, now: float) -> float:
+    def _wait(self, loaded: LoadedModel, queue: _Queue, now: float) -> float:
         """Seconds the next batch of ``queue`` may wait for more requests (0: fire at once)."""
-        if not self.max_wait or queue.cost is None or not queue.loaded.batch_invariant:
+        if not self.max_wait or queue.cost is None or not loaded.batch_invariant:
             return 0.0
         if len(queue.items) >= queue.demand or queue.rows >= self.max_rows:
             return 0.0
@@ -278,17 +278,17 @@ class Batcher:
             queue.ready = None
         self.waited += 1
 
-    async def _drain(self, queue: _Queue) -> None:
+    async def _drain(self, loaded: LoadedModel, queue: _Queue) -> None:
         loop = asyncio.get_running_loop()
         try:
             while queue.items:
-                wait = self._wait(queue, loop.time())
+                wait = self._wait(loaded, queue, loop.time())
                 if wait:
                     await self._gather(queue, wait)
                 batch = self._take(queue)
                 requests = [rows for rows, _ in batch]
                 try:
-                    outcomes, cpu = await loop.run_in_executor(self._executor, _timed, queue.loaded, requests)
+                    outcomes, cpu = await loop.run_in_executor(self._executor, _timed, loaded, requests)
                 except Exception as exc:  # noqa: BLE001 - predict_batch itself failed: every caller hears why
                     outcomes, cpu = [exc] * len(batch), 0.0
                 queue.ended = loop.time()
