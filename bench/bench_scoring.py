@@ -355,7 +355,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in rows:
         c = ceilings[name]
-        served = f"{c['own 1']:.2f} / {c['served 1']:.2f} ms, {c['own 32']:.2f} / {c['served 32']:.2f} ms"
+        served = f"{c['own 1']:.2f} / {c['served 1']:.2f} ms; {c['own 32']:.2f} / {c['served 32']:.2f} ms"
         for label in servers:
             r = results[(label, name)]
             per_request = (r["server_ms"] + r["wrk_ms"]) / 1000
