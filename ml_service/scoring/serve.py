@@ -75,6 +75,11 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+# Linux spreads connections over sockets sharing a port with SO_REUSEPORT; other systems either lack the option
+# (Windows) or hand every connection to one of the sockets (macOS): there the workers share uvicorn's one socket.
+BALANCED_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
 def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart binds past TIME_WAIT
@@ -234,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             port=port,
             **server_options(settings),
         )
-        OwnSocketWorkers(config).run()
+        if BALANCED_SOCKETS:
+            OwnSocketWorkers(config).run()
+        else:  # uvicorn's one shared socket
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
         return 0
     app = create_app(store, settings)
     tune_gc()
