@@ -240,7 +240,7 @@ async def closed_loop(batcher: Batcher, loaded: LoadedModel, callers: int, round
 
 def test_a_busy_models_next_batch_waits_for_the_callers_of_its_last_one():
     # without the wait, the callers coming back one by one split into a small batch and the rest
-    loaded = costly_model(0.005)
+    loaded = costly_model(0.02)  # callers come back within 1 ms; a call costs 20 ms: a wide margin on a busy host
 
     async def run(max_wait: float):
         batcher = Batcher(max_wait=max_wait)
@@ -249,7 +249,7 @@ def test_a_busy_models_next_batch_waits_for_the_callers_of_its_last_one():
         return answers, batcher
 
     loaded.model.sizes.clear()
-    answers, batcher = asyncio.run(run(0.05))  # the wait is at most the call's cost (5 ms), not 50 ms
+    answers, batcher = asyncio.run(run(0.1))  # the wait is at most the call's cost (20 ms), not 100 ms
     assert answers == [[[float(i + r)] for r in range(12)] for i in range(8)]
     full = sum(1 for size in loaded.model.sizes if size == 8)
     assert batcher.waited > 0 and full >= 0.7 * len(loaded.model.sizes), loaded.model.sizes
