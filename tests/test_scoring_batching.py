@@ -10,7 +10,11 @@ the same way by bench/bench_scoring.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import random
+import time
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -27,8 +31,10 @@ from ml_service.scoring.batching import (
     batch_invariant,
     predict,
     predict_batch,
+    probe_inputs,
     to_json_values,
 )
+from ml_service.scoring.fast_predict import verified_fast_predict
 from ml_service.scoring.inputs import InputError, accepts_arrays, checked_rows_to_input, schema_from_metadata
 from ml_service.scoring.model_store import LoadedModel, ModelEntry
 from tests.test_scoring_support import DIABETES_COLUMNS, diabetes_model, energy_model
@@ -46,7 +52,8 @@ def loaded_model(model, metadata, sample) -> LoadedModel:
     schema = schema_from_metadata(metadata)
     entry = ModelEntry(name="m", version="1", folder=None)  # type: ignore[arg-type]
     arrays = accepts_arrays(model, schema, sample)
-    return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays))
+    fast = verified_fast_predict(model, probe_inputs(schema, sample, arrays))  # as the model store does
+    return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays, fast), fast)
 
 
 def energy_rows(n: int, rng: random.Random) -> list[list]:
@@ -94,7 +101,9 @@ MODELS = sample_models()
 
 
 def unbatched(loaded: LoadedModel, row: list):
-    return to_json_values(predict(loaded, checked_rows_to_input(loaded.schema, [row], loaded.array_input)))[0]
+    """The model's own predict of one row (never its fast path: that is what is checked against it)."""
+    own = dataclasses.replace(loaded, fast=None)
+    return to_json_values(predict(own, checked_rows_to_input(loaded.schema, [row], loaded.array_input)))[0]
 
 
 def split(rows: list, sizes: list[int]) -> list[list]:
@@ -140,6 +149,9 @@ def test_the_forest_and_the_pipelines_are_batched_across_requests():
     # trees and DataFrame pipelines compute each row on its own: the probe finds them safe to batch
     for kind in ("extra trees on calendar features", "ridge partition pipeline", "categorical input"):
         assert MODELS[kind][0].batch_invariant, kind
+    # the forest is predicted through its exact fast path (the answers above are checked against its own predict)
+    assert MODELS["extra trees on calendar features"][0].fast is not None
+    assert all(MODELS[kind][0].fast is None for kind in MODELS if "trees" not in kind)
     assert not batch_invariant(
         MODELS["ridge (array path)"][0].model, MODELS["ridge (array path)"][0].schema, None, True
     )
@@ -190,3 +202,92 @@ def test_a_model_error_reaches_exactly_the_requests_it_belongs_to():
 
     results, after = asyncio.run(run())
     assert all(isinstance(r, RuntimeError) and "model bug" in str(r) for r in results) and after == [2.0]
+
+
+class Costly:
+    """Sums each row; every call costs ``seconds`` of CPU on its thread whatever the rows (like a forest)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.sizes = seconds, []
+
+    def predict(self, x):
+        started = time.thread_time()
+        while time.thread_time() - started < self.seconds:
+            pass
+        self.sizes.append(len(x))
+        return np.asarray(x, dtype=float).sum(axis=1)
+
+
+def costly_model(seconds: float, batched: bool = True) -> LoadedModel:
+    schema = schema_from_metadata({"input_columns": ["a", "b"]})
+    entry = ModelEntry(name="m", version="1", folder=None)  # type: ignore[arg-type]
+    return LoadedModel(entry, Costly(seconds), schema, False, batched)
+
+
+async def closed_loop(batcher: Batcher, loaded: LoadedModel, callers: int, rounds: int) -> list[list]:
+    """``callers`` clients, each sending its next one-row request shortly (< 1 ms) after its answer."""
+    rng = random.Random(0)
+
+    async def client(i: int) -> list:
+        answers = []
+        for r in range(rounds):
+            answers.append(await batcher.submit(loaded, [[i, r]]))
+            await asyncio.sleep(rng.random() / 1000)
+        return answers
+
+    return await asyncio.gather(*(client(i) for i in range(callers)))
+
+
+def test_a_busy_models_next_batch_waits_for_the_callers_of_its_last_one():
+    # without the wait, the callers coming back one by one split into a small batch and the rest
+    loaded = costly_model(0.02)  # callers come back within 1 ms; a call costs 20 ms: a wide margin on a busy host
+
+    async def run(max_wait: float):
+        batcher = Batcher(max_wait=max_wait)
+        answers = await closed_loop(batcher, loaded, callers=8, rounds=12)
+        batcher.close()
+        return answers, batcher
+
+    loaded.model.sizes.clear()
+    answers, batcher = asyncio.run(run(0.1))  # the wait is at most the call's cost (20 ms), not 100 ms
+    assert answers == [[[float(i + r)] for r in range(12)] for i in range(8)]
+    full = sum(1 for size in loaded.model.sizes if size == 8)
+    assert batcher.waited > 0 and full >= 0.7 * len(loaded.model.sizes), loaded.model.sizes
+    waiting_calls = len(loaded.model.sizes)
+    loaded.model.sizes.clear()
+    answers, batcher = asyncio.run(run(0.0))
+    assert answers == [[[float(i + r)] for r in range(12)] for i in range(8)] and batcher.waited == 0
+    assert len(loaded.model.sizes) > waiting_calls  # more predict calls for the same requests
+
+
+def test_a_lone_request_and_a_model_predicted_request_by_request_never_wait():
+    async def run():
+        batcher = Batcher(max_wait=0.05)
+        busy = costly_model(0.002)
+        await closed_loop(batcher, busy, callers=4, rounds=3)
+        waited = batcher.waited
+        await asyncio.sleep(0.1)  # idle for longer than the wait and a call: the next request goes at once
+        assert await batcher.submit(busy, [[1, 2]]) == [3.0]
+        assert batcher.waited == waited
+        one_by_one = costly_model(0.002, batched=False)  # one predict per request: nothing to gain by waiting
+        await closed_loop(batcher, one_by_one, callers=4, rounds=3)
+        assert batcher.waited == waited
+        batcher.close()
+
+    asyncio.run(run())
+
+
+def test_what_the_batcher_remembers_of_a_model_never_keeps_it_alive():
+    # the cache evicts models (10,000 partition models, 256 loaded): the batcher must not hold on to them
+    async def run():
+        batcher = Batcher(max_wait=0.01)
+        loaded = costly_model(0.001)
+        await closed_loop(batcher, loaded, callers=3, rounds=2)
+        assert len(batcher._queues) == 1  # its measured cost and last demand, kept while the model lives
+        gone = weakref.ref(loaded)
+        del loaded
+        gc.collect()
+        assert gone() is None and batcher._queues == {}
+        batcher.close()
+
+    asyncio.run(run())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from ml_service.registry.model_set import MODEL_FILE
 from tests.test_scoring_support import (
     DIABETES_ROWS,
+    REPO_ROOT,
     GateModel,
     diabetes_model,
     save_single,
@@ -79,6 +82,72 @@ def test_workers_die_with_a_killed_parent_and_the_port_is_free_again(tmp_path):
         assert alive == []
         with socket.socket() as again:  # a restart can bind the port
             again.bind(("127.0.0.1", port))
+    finally:
+        stop(process)
+
+
+def test_each_worker_listens_on_its_own_socket_so_connections_spread_over_both(tmp_path):
+    # with one shared socket, whichever worker woke first accepted a whole burst: 32 connections split 32/0, 31/1
+    root = write_package(tmp_path / "ctx", {"d": save_single(diabetes_model(), tmp_path / "d")})
+    process, url = serve_test_package(root, dict(os.environ), "--workers", "2")
+    port = int(url.rsplit(":", 1)[1])
+
+    def on_port(proc: psutil.Process, status: str) -> int:
+        return sum(1 for c in proc.connections("tcp") if c.status == status and c.laddr.port == port)
+
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = [c for c in psutil.Process(process.pid).children() if on_port(c, psutil.CONN_LISTEN)]
+            time.sleep(0.2)
+        assert [on_port(w, psutil.CONN_LISTEN) for w in workers] == [1, 1]
+        assert on_port(psutil.Process(process.pid), psutil.CONN_LISTEN) == 0  # a dead worker's socket closes
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = [on_port(w, psutil.CONN_ESTABLISHED) for w in workers]
+            if sum(counts) == 32:
+                break
+            time.sleep(0.1)
+        # spread by a hash of the client port: fewer than 4 on either worker has a probability of ~3e-6
+        assert sum(counts) == 32 and min(counts) >= 4, counts
+        assert httpx.post(f"{url}/score", json={"model_name": "d", "data": DIABETES_ROWS}).status_code == 200
+    finally:
+        for client in clients:
+            client.close()
+        stop(process)
+
+
+def test_a_second_service_on_a_port_in_use_is_refused_with_one_line(tmp_path):
+    # SO_REUSEPORT would let a second service's workers share the first one's port: it is checked first
+    root = write_package(tmp_path / "ctx", {"d": save_single(diabetes_model(), tmp_path / "d")})
+    process, url = serve_test_package(root, dict(os.environ), "--workers", "2")
+    port = url.rsplit(":", 1)[1]
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ml_service.scoring.serve",
+                "--package",
+                str(root),
+                "--workers",
+                "2",
+                "--port",
+                port,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr
+        assert httpx.get(f"{url}/health").status_code == 200  # the first one still serves
     finally:
         stop(process)
 

@@ -103,6 +103,10 @@ def test_health_metrics_and_docs(client):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "scoring_requests_total" in metrics.text
     assert 'scoring_predictions_total{model="diabetes_model"}' in metrics.text
+    # the CPU time of predict calls, beside the number of requests each answered (where a request's time goes)
+    cpu = [line for line in metrics.text.splitlines() if line.startswith("scoring_batch_cpu_seconds_total ")]
+    assert len(cpu) == 1 and float(cpu[0].split()[1]) > 0
+    assert "scoring_batch_requests_count " in metrics.text
     assert client.get("/openapi.json").json()["paths"]["/score"]["post"]["requestBody"]
     assert client.get("/docs").status_code == 200
 

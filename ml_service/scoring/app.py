@@ -45,6 +45,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
@@ -177,6 +178,9 @@ class _Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.batch_cpu = Counter(
+            "scoring_batch_cpu_seconds", "CPU time of the prediction thread in predict calls", registry=self.registry
+        )
 
 
 class RequestLog:
@@ -259,7 +263,11 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     metrics = _Metrics()
     api_key = settings.scoring_api_key.encode()
     max_body = settings.scoring_max_body_bytes
+    # FastAPI's own OpenTelemetry hooks look up the global providers on every request (~5% of the event loop's
+    # time under load, measured): on only when Application Insights is configured, and so are the providers
+    quiet: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(
+        telemetry=None if settings.applicationinsights_connection_string else quiet,
         title="Scoring service",
         description="Every production model behind one API. Partition models: `<model_name>/<model key>`.",
         version="1",
@@ -269,7 +277,12 @@ def create_app(store: ModelStore, settings: Settings) -> FastAPI:
     )
     app.state.store = store
     batcher = Batcher(settings.scoring_batch_max_rows, settings.scoring_batch_wait_ms / 1000)
-    batcher.on_batch = lambda requests, rows: metrics.batch_requests.observe(requests)
+
+    def on_batch(requests: int, rows: int, cpu: float) -> None:
+        metrics.batch_requests.observe(requests)
+        metrics.batch_cpu.inc(cpu)
+
+    batcher.on_batch = on_batch
     app.state.batcher = batcher
     # Loads (unpickling, hashing) get their own threads: a cold model never waits behind predictions, and
     # predictions for warm models never wait behind a load.

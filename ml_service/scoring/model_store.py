@@ -34,6 +34,7 @@ from typing import Any
 from ml_service.registry.mlflow_model import ModelFormatError
 from ml_service.registry.model_set import served_name
 from ml_service.scoring import model_reader
+from ml_service.scoring.fast_predict import verified_fast_predict
 from ml_service.scoring.inputs import Schema, accepts_arrays
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class LoadedModel:
     schema: Schema
     array_input: bool = False  # predictions from NumPy arrays equal those from DataFrames (see accepts_arrays)
     batch_invariant: bool = False  # rows predict alike alone and in batches (see batching.batch_invariant)
+    # exactly model.predict, with less per-call overhead (see fast_predict); None: the model's own predict
+    fast: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _under(hashes: dict[str, str] | None, prefix: str) -> dict[str, str] | None:
@@ -258,9 +261,11 @@ class ModelStore:
         schema = model_reader.input_schema(metadata)
         sample = metadata.get("sample_input")
         arrays = accepts_arrays(model, schema, sample)
-        from ml_service.scoring.batching import batch_invariant  # batching imports this module
+        from ml_service.scoring.batching import batch_invariant, probe_inputs  # batching imports this module
 
-        return LoadedModel(entry, model, schema, arrays, batch_invariant(model, schema, sample, arrays))
+        fast = verified_fast_predict(model, probe_inputs(schema, sample, arrays))
+        invariant = batch_invariant(model, schema, sample, arrays, fast)
+        return LoadedModel(entry, model, schema, arrays, invariant, fast)
 
     # sources -------------------------------------------------------------------------------------------
     @classmethod

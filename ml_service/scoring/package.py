@@ -79,6 +79,7 @@ SERVICE_CODE = (
     "ml_service/scoring/app.py",
     "ml_service/scoring/azureml_score.py",
     "ml_service/scoring/batching.py",
+    "ml_service/scoring/fast_predict.py",
     "ml_service/scoring/http_guard.py",
     "ml_service/scoring/inputs.py",
     "ml_service/scoring/model_reader.py",

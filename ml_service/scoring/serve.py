@@ -6,8 +6,10 @@
 without it, the registry's production models are downloaded and served (one process). The port defaults to
 ``SCORING_PORT``. Bind to 0.0.0.0 only inside a container (the packaged Dockerfile does). ``--workers N`` (with
 ``--package``; default ``SCORING_WORKERS``, 0 = one per available core) runs N processes, each with its own model
-cache: scoring is CPU-bound, and one per core is what served best in ``bench/bench_scoring.py``. Workers die with
-the process that started them (also after a ``kill -9`` of it), so a restart never finds the port still taken.
+cache: scoring is CPU-bound, and one per core is what served best in ``bench/bench_scoring.py``. Each worker
+listens on its own socket (SO_REUSEPORT; ``OwnSocketWorkers``), so the kernel spreads connections over them; a
+port already in use, also by another of these services, is refused with one line. Workers die with the process
+that started them (also after a ``kill -9`` of it), so a restart never finds the port still taken.
 
 Connection limits (``ml_service.scoring.http_guard``): request line + headers ``SCORING_MAX_HEADER_BYTES``, a
 request must arrive whole within ``SCORING_READ_TIMEOUT`` seconds, idle keep-alive connections close after 5 s,
@@ -21,10 +23,14 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from ml_service.scoring.app import LOGGER_NAME, create_app
 from ml_service.scoring.http_guard import GuardedHttpToolsProtocol
@@ -67,6 +73,74 @@ def die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+# Linux spreads connections over sockets sharing a port with SO_REUSEPORT; other systems either lack the option
+# (Windows) or hand every connection to one of the sockets (macOS): there the workers share uvicorn's one socket.
+BALANCED_SOCKETS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart binds past TIME_WAIT
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if anything listens on ``host:port`` — also another of our services: the workers' sockets
+    share the port with one another (SO_REUSEPORT), and would share it with an earlier service's just the same."""
+    _socket(host, port, reuse_port=False).close()
+
+
+class OwnSocketWorkers(Multiprocess):
+    """uvicorn's worker supervisor (restarts, signals) with one listening socket per worker process.
+
+    Why: with the one socket uvicorn shares between its workers, whichever worker wakes first accepts every
+    connection waiting, so a burst of new connections lands on one worker: 32 wrk connections were split 32/0,
+    31/1, 30/2, 18/14 between 2 workers (measured) — one worker on one core serving nearly all of them while the
+    other idles. Each worker here listens on its own socket bound with SO_REUSEPORT: the kernel spreads new
+    connections over the listening sockets by a hash of the client's address and port (balanced on average).
+    Each process gets a new socket wherever uvicorn starts one (``self.sockets``); the supervisor closes its copy
+    once the process has started, so a dead worker's socket closes with it and gets no more connections."""
+
+    def __init__(self, config: Any):
+        self._handed: list[socket.socket] = []
+        super().__init__(config, [])
+
+    @property  # type: ignore[override]
+    def sockets(self) -> list[socket.socket]:
+        sock = _socket(self.config.host, self.config.port, reuse_port=True)
+        sock.set_inheritable(True)
+        self._handed.append(sock)
+        return [sock]
+
+    @sockets.setter
+    def sockets(self, value: list[socket.socket]) -> None:
+        pass  # uvicorn's constructor assigns the shared sockets: there are none
+
+    def _release(self) -> None:
+        """Close the supervisor's copies of the sockets handed to processes started since the last call."""
+        while self._handed:
+            self._handed.pop().close()
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._release()
+
+    def handle_signals(self) -> None:
+        super().handle_signals()
+        self._release()
+
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self._release()
 
 
 def app_from_environment():
@@ -152,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         os.environ[PACKAGE_VARIABLE] = str(args.package.resolve())
         os.environ[PARENT_VARIABLE] = str(os.getpid())
-        uvicorn.run(
+        try:
+            check_port_free(args.host, port)
+        except OSError as exc:
+            print(f"serve: cannot listen on {args.host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        config = uvicorn.Config(
             "ml_service.scoring.serve:app_from_environment",
             factory=True,
             workers=args.workers,
@@ -160,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             port=port,
             **server_options(settings),
         )
+        if BALANCED_SOCKETS:
+            OwnSocketWorkers(config).run()
+        else:  # uvicorn's one shared socket
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
         return 0
     app = create_app(store, settings)
     tune_gc()

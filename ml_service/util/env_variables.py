@@ -150,8 +150,9 @@ class Settings:
     )
     scoring_batch_wait_ms: BatchWait = _var(
         "SCORING_BATCH_WAIT_MS",
-        0.0,
-        "Milliseconds an idle model waits for more requests to batch (0: none; batches form while one runs).",
+        2.0,
+        "Most milliseconds a busy model's next batch waits for more of its requests (never longer than one of its "
+        "predict calls costs; a lone request never waits; 0: never).",
     )
     scoring_max_header_bytes: PositiveCount = _var(
         "SCORING_MAX_HEADER_BYTES", 16384, "Largest request line + headers accepted (431 above)."
