@@ -78,6 +78,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(argv: list[str], env: dict) -> tuple[subprocess.Popen, str, int]:
+    """A server process on a free port of 127.0.0.1, ready to answer: (process, url, port)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *argv, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/", process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, url, port
+
+
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,18 +244,9 @@ def collection_overhead(
         for _ in range(rounds):
             for mode in ("off", "on"):
                 rate = {"SCORING_COLLECT_RATE": "1" if mode == "on" else "0", "SCORING_COLLECT_DIR": folder}
-                port = free_port()
                 argv = ["-m", "ml_service.scoring.serve", "--package", str(package), "--workers", "1"]
-                process = subprocess.Popen(
-                    [sys.executable, *argv, "--port", str(port)],
-                    cwd=ROOT,
-                    env={**env, **rate},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                process, url, _ = start_server(argv, {**env, **rate})
                 try:
-                    url = f"http://127.0.0.1:{port}"
-                    wait_ready(url + "/", process)
                     server = psutil.Process(process.pid)
                     before = metric(httpx.get(f"{url}/metrics", timeout=10).text, "scoring_requests_total")
                     cpu = sum(server.cpu_times()[:2])
@@ -474,18 +485,9 @@ def main() -> int:
     results: dict[tuple[str, str], dict] = {}
     equality = ""
     for label, (workers, argv) in servers.items():
-        port = free_port()
         extra = {"AZUREML_MODEL_DIR": str(args.package.resolve())} if label == AZML else {}
-        process = subprocess.Popen(
-            [sys.executable, *argv, "--port", str(port)],
-            cwd=ROOT,
-            env={**env, **extra},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process, url, port = start_server(argv, {**env, **extra})
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url + "/", process)
             if workers > 1:
                 wait_listening(process, port, workers)
             if label == SERVICE_2:
