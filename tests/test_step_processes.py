@@ -37,8 +37,14 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
-def test_killing_the_runner_stops_its_step(project, tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "ignoring_sigint"),
+    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["kill-9", "sigterm", "sigterm, runner started with SIGINT ignored"],
+)
+def test_killing_the_runner_stops_its_step(project, tmp_path, sig, ignoring_sigint):
+    """`ignoring_sigint`: the runner inherits SIGINT ignored (nohup, some CI agents, a parent that ignores it): the
+    ignored disposition would pass on to the step through exec, and the runner's interrupt would not stop it."""
     root = project()  # a fixture use case; the runner starts each step as its own process
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).resolve().parents[1])])}
     runs = tmp_path / "runs"
@@ -48,12 +54,19 @@ def test_killing_the_runner_stops_its_step(project, tmp_path, sig):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignoring_sigint else None,
     )
     try:
         deadline = time.monotonic() + 60
         while not (steps := children(runner.pid)):
             assert runner.poll() is None and time.monotonic() < deadline, "the runner started no step"
             time.sleep(0.01)
+        if ignoring_sigint:  # once the step runs its own program, SIGINT must not be among what it ignores
+            while b"ml_service.pipelines.steps" not in Path(f"/proc/{steps[0]}/cmdline").read_bytes():
+                assert time.monotonic() < deadline, "the step never started"
+                time.sleep(0.01)
+            ignored = int(Path(f"/proc/{steps[0]}/status").read_text().split("SigIgn:")[1].split()[0], 16)
+            assert not ignored & (1 << (signal.SIGINT - 1)), "the step inherited SIGINT ignored"
         os.kill(runner.pid, sig)
         runner.wait(30)
         deadline = time.monotonic() + 15

@@ -39,6 +39,9 @@ def _die_with(parent: int) -> None:
     If the runner is already gone, the step must not run on as an orphan."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # the interrupt the runner sends must reach the step even when this runner was started with SIGINT ignored
+    # (an ignored signal stays ignored across exec; a step that ignored it would run on and write its outputs)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if os.getppid() != parent:
         os._exit(1)
 
