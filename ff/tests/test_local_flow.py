@@ -24,6 +24,7 @@ from ml_service.pipelines.steps import prepare, train
 from ml_service.pipelines.training import RESULT_FILE, SUMMARY_FILE, model_folder, read_plan
 from ml_service.scoring import package
 from ml_service.util.files import read_json
+from ml_service.util.serve_and_smoke_test import stop_service
 
 ENERGY_ROWS = [["2017-8-12 7:00", 0, 70], ["2017-8-12 19:00", 0, 50]]
 DIABETES_ROWS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 0], [56, 33, 11, 88, 0, 43, 6, 8, 1, 68]]
@@ -65,12 +66,7 @@ def serving(project, tmp_path):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             yield client, wait_ready(client, server)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_service(server)
 
 
 def score(client: httpx.Client, model_name: str, rows: list) -> dict:

@@ -171,36 +171,16 @@ def generate(
 
 
 def _start_service(package: Path, collected: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    from ml_service.util.serve_and_smoke_test import free_port, tail, wait_own_server
+    from ml_service.util.serve_and_smoke_test import free_port, start_service, tail, wait_own_server
 
-    port = free_port()
-    instance = uuid.uuid4().hex
-    env = {
-        **os.environ,
-        "SCORING_INSTANCE_ID": instance,
-        "SCORING_COLLECT_RATE": "1",
-        "SCORING_COLLECT_DIR": str(collected),
-    }
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "ml_service.scoring.serve", "--package", str(package), "--port", str(port)]
-    with open(log, "wb") as handle:
-        server = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    collecting = {"SCORING_COLLECT_RATE": "1", "SCORING_COLLECT_DIR": str(collected)}
+    server, url, instance = start_service(package, free_port(), log, collecting)
     problem = wait_own_server(url, instance, server, {}, 120)
     if problem:
         server.kill()
         server.wait()
         raise RuntimeError(f"{problem}; last lines of {log}:\n{tail(log)}")
     return server, url
-
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()  # a graceful stop: the service flushes and closes its collected files
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             headers,
         )
     finally:
-        if server is not None:
-            _stop(server)
+        if server is not None:  # a graceful stop: the service flushes and closes its collected files
+            from ml_service.util.serve_and_smoke_test import stop_service
+
+            stop_service(server, timeout=30)
     print(
         f"traffic: {summary['requests']} requests, {summary['rows']} rows to {len(summary['sent'])} model(s); "
         f"shifted by {args.shift_by:g} sd: {', '.join(summary['shifted']) or 'none'}; "

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,35 @@ def wait_own_server(url: str, instance: str, server: subprocess.Popen, headers: 
     return other or f"the service did not answer on {url} within {timeout:.0f} s"
 
 
+def start_service(
+    package: Path, port: int, log_path: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen, str, str]:
+    """`ml_service.scoring.serve` from `package` on 127.0.0.1:`port` (with `env` added), its output in `log_path`,
+    under a new instance id, so `wait_own_server` can tell it from another server on the port:
+    (process, url, instance id)."""
+    instance = uuid.uuid4().hex
+    command = [sys.executable, "-m", "ml_service.scoring.serve", "--package", str(package), "--port", str(port)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            command,
+            env={**os.environ, **(env or {}), "SCORING_INSTANCE_ID": instance},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return server, f"http://127.0.0.1:{port}", instance
+
+
+def stop_service(server: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM (the service finishes what it is answering and flushes what it collected), SIGKILL after `timeout`."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -85,16 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = args.port or (settings.scoring_port if port_is_free(settings.scoring_port) else free_port())
     log_path = args.log or settings.local_path / "logs" / "serve-smoke.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    instance = uuid.uuid4().hex
-    command = [sys.executable, "-m", "ml_service.scoring.serve", "--package", str(args.package), "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    print(f"serve_and_smoke_test: starting the service on {url} (its log: {log_path})", flush=True)
     headers = {"Authorization": f"Bearer {settings.scoring_api_key}"} if settings.scoring_api_key else {}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            command, env={**os.environ, "SCORING_INSTANCE_ID": instance}, stdout=log, stderr=subprocess.STDOUT
-        )
+    server, url, instance = start_service(args.package, port, log_path)
+    print(f"serve_and_smoke_test: starting the service on {url} (its log: {log_path})", flush=True)
     try:
         problem = wait_own_server(url, instance, server, headers, args.timeout)
         if problem:
@@ -106,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 smoke_args += ["--key", settings.scoring_api_key]
             code = smoke_test_scoring_service.main(smoke_args)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_service(server)
     print(f"serve_and_smoke_test: service stopped; smoke test {'passed' if code == 0 else 'FAILED'}")
     if code == 0:
         print(NEXT_STEPS.format(port=settings.scoring_port))
