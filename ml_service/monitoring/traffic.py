@@ -54,11 +54,11 @@ def served_models(url: str, headers: dict[str, str]) -> dict[str, str]:
 def prepared_partitions(name: str, root: Path, datastore: Path) -> tuple[UseCaseConfig, dict[str, pd.DataFrame]]:
     """The use case's data as training saw it: `{partition key: rows}`."""
     from ml_service.data_checks import read_csv
-    from ml_service.pipelines.preparation import prepare_frame, raw_data
+    from ml_service.pipelines.preparation import prepare_frame, trained_raw_data
     from ml_service.use_case import load_use_case
 
     use_case = load_use_case(name, root)
-    raw = raw_data(use_case, datastore)
+    raw = trained_raw_data(use_case, datastore)
     return use_case.config, prepare_frame(read_csv(raw, use_case.config), use_case, str(raw))
 
 

@@ -42,6 +42,13 @@ def raw_data(use_case: LoadedUseCase, datastore: Path, options: dict[str, Any] |
     return target
 
 
+def trained_raw_data(use_case: LoadedUseCase, datastore: Path) -> Path:
+    """The raw data the models were trained on when the datastore has it (a run with --data-option trained on
+    other data than the project's default), else the project's own (`raw_data`)."""
+    trained_on = datastore / use_case.name / Path(use_case.config.data.path).name
+    return trained_on if trained_on.is_file() else raw_data(use_case, datastore)
+
+
 def _groups(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray]:
     """Frame sorted by partition (stable), each partition's key, start and end row."""
     group = np.zeros(len(frame), dtype=np.int64)

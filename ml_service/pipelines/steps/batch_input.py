@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ml_service.config import select_use_cases
 from ml_service.data_checks import read_csv
-from ml_service.pipelines.preparation import prepare_frame, raw_data
+from ml_service.pipelines.preparation import prepare_frame, trained_raw_data
 from ml_service.pipelines.steps.common import root, run_step, step_parser
 from ml_service.pipelines.training import write_csv
 from ml_service.use_case import LoadedUseCase, load_use_case
@@ -31,10 +31,7 @@ def holdout_rows(use_case: LoadedUseCase, raw: Path, destination: Path) -> None:
 
 def write_batch_input(use_case: LoadedUseCase, datastore: Path, output: Path) -> Path:
     """The use case's new rows in `output/<use case>/`, replaced as a whole (a staging folder renamed)."""
-    # the raw data the models were trained on when the datastore has it (a run with --data-option trained on
-    # other data than the project's default), else the project's own
-    trained_on = datastore / use_case.name / Path(use_case.config.data.path).name
-    raw = trained_on if trained_on.is_file() else raw_data(use_case, datastore)
+    raw = trained_raw_data(use_case, datastore)
     target = output / use_case.name
     staging = output / f".{use_case.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
