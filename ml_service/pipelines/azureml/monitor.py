@@ -346,16 +346,14 @@ def reference_assets(references: list[Reference]) -> list[Any]:
 
 
 def read_retrain(path: Path) -> dict[str, list[str]]:
-    """retrain.json: `{"<use case>": ["<partition key>", ...]}` ("" = the single model); raises MonitorError."""
+    """The monitor step's retrain.json (`ml_service.pipelines.steps.monitor.read_retrain`); raises MonitorError."""
+    from ml_service.pipelines.steps.monitor import RetrainFileError
+    from ml_service.pipelines.steps.monitor import read_retrain as read
+
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MonitorError(f"{path}: not a retrain file written by the monitor step ({exc})") from None
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in raw.items()
-    ):
-        raise MonitorError(f'{path}: expected {{"<use case>": ["<partition key>", ...]}}')
-    return {name: list(keys) for name, keys in raw.items()}
+        return read(path)
+    except RetrainFileError as exc:
+        raise MonitorError(str(exc)) from None
 
 
 def selected(retrain: Mapping[str, list[str]]) -> dict[str, list[str]]:

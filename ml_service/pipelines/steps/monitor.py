@@ -12,6 +12,7 @@ with the label and the join keys: partition columns and time column for a time s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,23 @@ MONITOR_FILE = "monitor.json"
 RETRAIN_FILE = "retrain.json"
 REPORT_FILE = "report.html"
 MODELS_FOLDER = ".models"  # inside --output: production data folders copied from a remote registry
+
+
+class RetrainFileError(ValueError):
+    """A retrain file that is not what this step writes; the message names the file and what is wrong."""
+
+
+def read_retrain(path: Path) -> dict[str, list[str]]:
+    """retrain.json, as this step writes it: `{"<use case>": ["<partition key>", ...]}` ("" = the single model)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RetrainFileError(f"{path}: not a retrain file written by the monitor step ({exc})") from None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in raw.items()
+    ):
+        raise RetrainFileError(f'{path}: expected {{"<use case>": ["<partition key>", ...]}}')
+    return {name: list(keys) for name, keys in raw.items()}
 
 
 def parser() -> argparse.ArgumentParser:

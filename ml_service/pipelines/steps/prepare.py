@@ -14,6 +14,7 @@ from pathlib import Path
 from ml_service.config import select_use_cases
 from ml_service.pipelines.preparation import prepare_use_case
 from ml_service.pipelines.steps.common import root, run_step, step_parser
+from ml_service.pipelines.steps.monitor import RetrainFileError, read_retrain
 from ml_service.pipelines.training import write_plan
 from ml_service.use_case import load_use_case
 from ml_service.util.env_variables import load_settings
@@ -36,15 +37,9 @@ def parse_options(values: list[str]) -> dict[str, object]:
 def read_selection(path: Path, names: list[str]) -> dict[str, list[str]]:
     """The models to retrain, `{use case: [partition keys]}` ("" for a single model), among `names`."""
     try:
-        selection = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--retrain-from {path}: no such file (the monitor step writes retrain.json)") from None
-    except ValueError as exc:
-        raise ValueError(f"--retrain-from {path}: not valid JSON ({exc})") from None
-    if not isinstance(selection, dict) or not all(
-        isinstance(keys, list) and all(isinstance(k, str) for k in keys) for keys in selection.values()
-    ):
-        raise ValueError(f"--retrain-from {path}: expected {{use case: [partition keys]}}")
+        selection = read_retrain(path)
+    except RetrainFileError as exc:
+        raise ValueError(f"--retrain-from {exc}") from None
     chosen = {name: keys for name, keys in selection.items() if name in names and keys}
     if not chosen:
         raise ValueError(f"--retrain-from {path}: selects no model of {', '.join(names)}: nothing to retrain")
