@@ -22,9 +22,16 @@ FEATURES_SHOWN = 3
 UNMEASURED_SHOWN = 50
 
 
-def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: int = 230, shares: bool = True) -> str:
+def bars_chart(
+    bins: Mapping[str, list],
+    title: str,
+    width: int = 540,
+    height: int = 230,
+    shares: bool = True,
+    names: tuple[str, str] = ("training", "production"),
+) -> str:
     """Training against production share per bin (`shares`; else plain values): grey and orange bars side by
-    side."""
+    side, named `names` in the legend and the tooltips."""
     labels, training, production = bins["labels"], bins["training"], bins["production"]
     left, right, top, bottom = 46, 12, 40, 48
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -34,7 +41,7 @@ def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: i
     parts = [_frame(width, height, title, left, top, plot_w, top + plot_h)]
     for i, label in enumerate(labels):
         for j, (share, colour, name) in enumerate(
-            ((training[i], "#9e9e9e", "training"), (production[i], "#ff7f0e", "production"))
+            ((training[i], "#9e9e9e", names[0]), (production[i], "#ff7f0e", names[1]))
         ):
             h = plot_h * share / tallest
             x = left + i * slot + 2 + j * (slot - 4) / 2
@@ -51,9 +58,9 @@ def bars_chart(bins: Mapping[str, list], title: str, width: int = 540, height: i
     parts.append(f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" {text}>{_value(tallest, shares)}</text>')
     parts.append(
         f'<rect x="{left}" y="{height - 14}" width="10" height="8" fill="#9e9e9e"/>'
-        f'<text x="{left + 14}" y="{height - 6}" {text}>training</text>'
+        f'<text x="{left + 14}" y="{height - 6}" {text}>{names[0]}</text>'
         f'<rect x="{left + 70}" y="{height - 14}" width="10" height="8" fill="#ff7f0e"/>'
-        f'<text x="{left + 84}" y="{height - 6}" {text}>production</text></svg>'
+        f'<text x="{left + 84}" y="{height - 6}" {text}>{names[1]}</text></svg>'
     )
     return "".join(parts)
 
@@ -72,8 +79,8 @@ def metric_chart(results: list[Mapping[str, Any]], metric: str, width: int = 540
         "training": [float(r["decay"]["promised"] or 0.0) for r in rows],
         "production": [float(r["decay"]["realised"]) for r in rows],
     }
-    chart = bars_chart(bins, f"{metric}: at promotion (grey) and realised on actuals (orange)", width, height, False)
-    return chart.replace(">training</text>", ">promised</text>").replace(">production</text>", ">realised</text>")
+    title = f"{metric}: at promotion (grey) and realised on actuals (orange)"
+    return bars_chart(bins, title, width, height, shares=False, names=("promised", "realised"))
 
 
 def _fmt(value: Any) -> str:
