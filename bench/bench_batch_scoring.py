@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_many_models import TreeMemory, seed_registry, step  # noqa: E402
+from bench_many_models import TreeMemory, bench_environment, seed_registry, step  # noqa: E402
 
 NAME = "nyc_energy_regions_model"
 
@@ -81,15 +81,7 @@ def main() -> int:
         args.models = len(list((args.work / "new" / NAME).glob("*.csv"))) if reuse else 2000
     work = args.work.resolve() if reuse else Path(tempfile.mkdtemp(prefix="bench-batch-"))
     local = work / "local"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "LOCAL_DIR": str(local),
-        "MAX_WORKERS": str(args.workers),
-        "MLFLOW_TRACKING_URI": "",
-        "DASK_SCHEDULER_ADDRESS": "",
-    }
-    os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
+    env = bench_environment(local, args.workers)
     print(f"bench: {args.models} partition models x 48 rows, {os.cpu_count()} cores, work folder {work}", flush=True)
     data = ["--use-case", NAME, "--data-option", f"partitions={args.models}", "--data-option", f"days={args.days}"]
     prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))

@@ -167,6 +167,21 @@ def scaling_probe(config_path: Path, prepared: Path, n: int = 300) -> float:
     return one / two
 
 
+def bench_environment(local: Path, workers: int) -> dict[str, str]:
+    """The step processes' environment: the repository importable, its own local store, `workers` processes,
+    the local SQLite registry and no Dask; this process gets the same store, workers and registry."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOCAL_DIR": str(local),
+        "MAX_WORKERS": str(workers),
+        "MLFLOW_TRACKING_URI": "",
+        "DASK_SCHEDULER_ADDRESS": "",
+    }
+    os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
+    return env
+
+
 def seed_registry(local: Path) -> None:
     """An empty, migrated MLflow store (what a first run creates; creating its tables is not what we measure)."""
     from mlflow.tracking import MlflowClient
@@ -195,15 +210,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-many-models-"))
     local = work / "local"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "LOCAL_DIR": str(local),
-        "MAX_WORKERS": str(args.workers),
-        "MLFLOW_TRACKING_URI": "",
-        "DASK_SCHEDULER_ADDRESS": "",
-    }
-    os.environ.update({k: env[k] for k in ("LOCAL_DIR", "MAX_WORKERS", "MLFLOW_TRACKING_URI")})
+    env = bench_environment(local, args.workers)
     config = Path(NAME)  # the bare loop's use case (load_use_case)
     data = ["--use-case", NAME, "--data-option", f"partitions={args.models}", "--data-option", f"days={args.days}"]
     prepared, trained, decisions, registered = (work / n for n in ("prepared", "trained", "evaluate", "register"))
