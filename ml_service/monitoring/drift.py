@@ -154,17 +154,20 @@ class ModelDrift:
     features: dict[str, FeatureDrift] = field(default_factory=dict)
     prediction: FeatureDrift | None = None
 
+    def _scored(self) -> list[tuple[float, str]]:
+        """(deciding statistic, column) of every column it could be computed for."""
+        scored = [(f.value(self.statistic), name) for name, f in self.features.items()]
+        return [(v, n) for v, n in scored if v is not None]
+
     @property
     def drifted_features(self) -> list[str]:
         """Input columns whose deciding statistic reached the threshold, the worst first."""
-        scored = [(f.value(self.statistic), name) for name, f in self.features.items()]
-        over = [(v, n) for v, n in scored if v is not None and v >= self.threshold]
+        over = [(v, n) for v, n in self._scored() if v >= self.threshold]
         return [n for _, n in sorted(over, key=lambda item: (-item[0], item[1]))]
 
     @property
     def worst(self) -> tuple[str, float] | None:
-        scored = [(f.value(self.statistic), n) for n, f in self.features.items()]
-        scored = [(v, n) for v, n in scored if v is not None]
+        scored = self._scored()
         if not scored:
             return None
         value, name = max(scored, key=lambda item: (item[0], item[1]))

@@ -57,8 +57,7 @@ def monitor_model(
     settings = config.monitoring
     name = served_name(config.model_name, key)
     out: dict[str, Any] = {"model": name, "key": key, "version": version, "rows": 0, "retrain": False}
-    versions = frame["model_version"].astype(str) if "model_version" in frame else pd.Series([version] * len(frame))
-    current = frame[(versions == version).to_numpy()]
+    current = frame[(frame["model_version"].astype(str) == version).to_numpy()]
     if len(current) < len(frame):
         out["superseded_rows"] = len(frame) - len(current)  # collected from a version no longer in production
     out["rows"] = len(current)
@@ -76,9 +75,9 @@ def monitor_model(
     predictions = current["prediction"].to_numpy() if "prediction" in current else None
     drift = model_drift(profile, columns, predictions, settings.statistic, settings.drift_threshold)
     out["drift"] = drift.as_dict()
-    drifted = bool(drift.drifted_features)
+    drifted = bool(out["drift"]["drifted_features"])
     decayed = False
-    if actuals is not None and config.label:
+    if actuals is not None:
         on = actual_keys(config)
         own = [c for c in on if c not in config.partition_columns]
         if all(c in current for c in own):
@@ -97,7 +96,8 @@ def monitor_model(
             decayed = decay.decayed
     out["status"] = BOTH if drifted and decayed else DRIFT if drifted else DECAY if decayed else OK
     if drifted:
-        out["reason"] = f"{settings.statistic} >= {settings.drift_threshold:g} for {', '.join(drift.drifted_features)}"
+        features = ", ".join(out["drift"]["drifted_features"])
+        out["reason"] = f"{settings.statistic} >= {settings.drift_threshold:g} for {features}"
     elif decayed:
         d = out["decay"]
         out["reason"] = f"{d['metric']} {d['realised']:.4g} against {d['promised']:.4g} at promotion"
